@@ -1,0 +1,15 @@
+//! sdn-tunnel: connects the pod and service networks of Kubernetes clusters over a userspace
+//! WireGuard mesh. Data flows one way: sources -> pure plan -> idempotent reconcilers -> kernel.
+
+pub mod agent;
+pub mod cleanup;
+pub mod config;
+pub mod control;
+pub mod host;
+pub mod keys;
+pub mod link;
+pub mod model;
+pub mod nft;
+pub mod routes;
+pub mod status;
+pub mod tunnel;
