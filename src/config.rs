@@ -1,1 +1,192 @@
-//! TODO
+//! Config file schema (YAML, camelCase keys). Parsing rejects unknown keys; `validate` (in
+//! `config/validate.rs`) checks the semantic rules and names the offending field.
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+mod validate;
+pub use validate::{ConfigError, FieldError};
+
+pub const DEFAULT_DEVICE: &str = "sdn0";
+pub const DEFAULT_LISTEN_PORT: u16 = 51820;
+pub const DEFAULT_MTU: u16 = 1420;
+pub const DEFAULT_KEEPALIVE: u16 = 25;
+pub const DEFAULT_PRIVATE_KEY_FILE: &str = "/var/lib/sdn-tunnel/private.key";
+/// Route protocol number that marks our routes (see /etc/iproute2/rt_protos; unassigned there).
+pub const DEFAULT_ROUTE_PROTOCOL: u8 = 0x5d;
+/// Default UDP socket buffer size; the kernel default (~200 KiB) overflows under load.
+pub const DEFAULT_UDP_BUFFER_BYTES: u32 = 8 << 20;
+pub const DEFAULT_RUN_DIR: &str = "/var/run";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub tunnel: TunnelConfig,
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    #[serde(default)]
+    pub remotes: Vec<RemoteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: String,
+    #[serde(rename = "podCIDRs")]
+    pub pod_cidrs: Vec<IpNetwork>,
+    #[serde(rename = "serviceCIDRs", default)]
+    pub service_cidrs: Vec<IpNetwork>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Defaults to $NODE_NAME (filled in by `Config::load`).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "podCIDRs", default)]
+    pub pod_cidrs: Vec<IpNetwork>,
+    /// Source address for host-originated traffic into the tunnel. Must lie inside
+    /// `node.podCIDRs` so the remote side routes replies back. Default: a local address found
+    /// inside `node.podCIDRs` (e.g. the CNI bridge's gateway address).
+    #[serde(rename = "sourceIP", default)]
+    pub source_ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TunnelConfig {
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default = "default_listen_port")]
+    pub listen_port: u16,
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+    #[serde(default = "default_private_key_file")]
+    pub private_key_file: PathBuf,
+    /// Seconds; 0 disables.
+    #[serde(default = "default_keepalive")]
+    pub persistent_keepalive: u16,
+    #[serde(default = "default_route_protocol")]
+    pub route_protocol: u8,
+    #[serde(default = "default_udp_buffer_bytes")]
+    pub udp_buffer_bytes: u32,
+    /// Where the UAPI socket (`<runDir>/wireguard/<device>.sock`) and our control socket
+    /// (`<runDir>/sdn-tunnel/<device>.sock`) live.
+    #[serde(default = "default_run_dir")]
+    pub run_dir: PathBuf,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        TunnelConfig {
+            device: default_device(),
+            listen_port: default_listen_port(),
+            mtu: default_mtu(),
+            private_key_file: default_private_key_file(),
+            persistent_keepalive: default_keepalive(),
+            route_protocol: default_route_protocol(),
+            udp_buffer_bytes: default_udp_buffer_bytes(),
+            run_dir: default_run_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyBackend {
+    #[default]
+    None,
+    Ipvs,
+    Nftables,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyConfig {
+    #[serde(default)]
+    pub backend: ProxyBackend,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemoteConfig {
+    pub name: String,
+    #[serde(rename = "podCIDRs")]
+    pub pod_cidrs: Vec<IpNetwork>,
+    #[serde(rename = "serviceCIDRs", default)]
+    pub service_cidrs: Vec<IpNetwork>,
+    #[serde(rename = "static", default)]
+    pub static_source: Option<StaticSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticSource {
+    #[serde(default)]
+    pub peers: Vec<StaticPeer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticPeer {
+    /// Optional label (e.g. the node name) for logs and status.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Base64 (wg format) public key; checked by `validate`.
+    pub public_key: String,
+    /// `host:port` / `[v6]:port` with a literal IP; optional (a peer without one waits to be
+    /// contacted and then follows the source of its authenticated packets).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(rename = "podCIDRs")]
+    pub pod_cidrs: Vec<IpNetwork>,
+}
+
+fn default_device() -> String {
+    DEFAULT_DEVICE.to_string()
+}
+fn default_listen_port() -> u16 {
+    DEFAULT_LISTEN_PORT
+}
+fn default_mtu() -> u16 {
+    DEFAULT_MTU
+}
+fn default_private_key_file() -> PathBuf {
+    PathBuf::from(DEFAULT_PRIVATE_KEY_FILE)
+}
+fn default_keepalive() -> u16 {
+    DEFAULT_KEEPALIVE
+}
+fn default_route_protocol() -> u8 {
+    DEFAULT_ROUTE_PROTOCOL
+}
+fn default_udp_buffer_bytes() -> u32 {
+    DEFAULT_UDP_BUFFER_BYTES
+}
+fn default_run_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_RUN_DIR)
+}
+
+impl TunnelConfig {
+    pub fn uapi_socket_path(&self) -> PathBuf {
+        self.run_dir
+            .join("wireguard")
+            .join(format!("{}.sock", self.device))
+    }
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.run_dir
+            .join("sdn-tunnel")
+            .join(format!("{}.sock", self.device))
+    }
+    /// Our nftables table (family inet) for this device.
+    pub fn nft_table(&self) -> String {
+        format!("sdn_tunnel_{}", self.device.replace(['-', '.'], "_"))
+    }
+}

@@ -1,1 +1,47 @@
-//! TODO
+//! Plain types for the desired state and `plan()`: a pure function from the validated config
+//! (and, later, remote snapshots) to what the reconcilers should program, plus the inputs it
+//! rejected and why. No I/O here.
+
+use ipnetwork::IpNetwork;
+use serde::Serialize;
+use std::net::SocketAddr;
+
+/// A WireGuard peer we should have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredPeer {
+    /// Remote cluster this peer belongs to.
+    pub remote: String,
+    /// Label for logs/status (node name), if known.
+    pub name: Option<String>,
+    #[serde(serialize_with = "crate::model::ser_key")]
+    pub public_key: [u8; 32],
+    pub endpoint: Option<SocketAddr>,
+    /// The peer's pod CIDRs (already confined to its remote's podCIDRs).
+    pub allowed_ips: Vec<IpNetwork>,
+    /// Seconds; None disables.
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// An input that `plan()` refused to program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    pub remote: String,
+    /// e.g. "peer <key>" or "node b1".
+    pub object: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Desired {
+    pub peers: Vec<DesiredPeer>,
+    /// Destinations routed into the tunnel device: every remote's pod and service CIDRs.
+    pub routes: Vec<IpNetwork>,
+    pub rejected: Vec<Rejected>,
+}
+
+pub fn ser_key<S: serde::Serializer>(k: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::keys::encode_key(k))
+}
+
+mod plan;
+pub use plan::plan;
