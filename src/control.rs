@@ -1,1 +1,134 @@
-//! TODO
+//! The agent's control socket (`<runDir>/sdn-tunnel/<device>.sock`, 0600): on connect it writes
+//! one JSON `AgentStatus` and closes. `sdn-tunnel status` reads it; the kernel-side facts
+//! (routes, link) status reads from the kernel itself.
+
+use crate::model::Rejected;
+use crate::tunnel::counters::CountersSnapshot;
+use crate::tunnel::Device;
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    pub cluster: String,
+    pub node: String,
+    pub device: String,
+    pub listen_port: u16,
+    pub public_key: String,
+    pub pid: u32,
+    pub started_at_unix: u64,
+    pub udp_receive_buffer: usize,
+    pub udp_send_buffer: usize,
+    pub peers: Vec<PeerStatus>,
+    pub counters: CountersSnapshot,
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerStatus {
+    pub remote: String,
+    pub name: Option<String>,
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub allowed_ips: Vec<String>,
+    pub latest_handshake_unix: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// What the agent knows beyond the device itself (set once planning ran).
+#[derive(Default)]
+pub struct AgentFacts {
+    pub cluster: String,
+    pub node: String,
+    pub started_at_unix: u64,
+    pub rejected: Vec<Rejected>,
+}
+
+pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
+    let (rcv, snd) = dev.udp_buffer_sizes();
+    AgentStatus {
+        cluster: facts.cluster.clone(),
+        node: facts.node.clone(),
+        device: dev.name.clone(),
+        listen_port: dev.listen_port,
+        public_key: crate::keys::encode_key(&dev.public_key()),
+        pid: std::process::id(),
+        started_at_unix: facts.started_at_unix,
+        udp_receive_buffer: rcv,
+        udp_send_buffer: snd,
+        peers: dev
+            .peers()
+            .peers
+            .iter()
+            .map(|p| {
+                let info = p.info();
+                let stats = p.stats();
+                PeerStatus {
+                    remote: info.remote,
+                    name: info.name,
+                    public_key: crate::keys::encode_key(&p.public_key),
+                    endpoint: p.endpoint().map(|e| e.to_string()),
+                    allowed_ips: info.allowed_ips.iter().map(|n| n.to_string()).collect(),
+                    latest_handshake_unix: stats
+                        .last_handshake
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs()),
+                    rx_bytes: stats.rx_bytes,
+                    tx_bytes: stats.tx_bytes,
+                    persistent_keepalive: info.persistent_keepalive,
+                }
+            })
+            .collect(),
+        counters: dev.counters.snapshot(),
+        rejected: facts.rejected.clone(),
+    }
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub async fn serve(
+    dev: Arc<Device>,
+    facts: Arc<RwLock<AgentFacts>>,
+    path: PathBuf,
+) -> io::Result<()> {
+    let listener = crate::tunnel::uapi::bind_private_socket(&path)?;
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let status = {
+            let f = facts.read().unwrap_or_else(|e| e.into_inner());
+            snapshot(&dev, &f)
+        };
+        tokio::spawn(async move {
+            let body = serde_json::to_vec(&status).unwrap_or_default();
+            let _ = stream.write_all(&body).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Reads the running agent's status (blocking; used by the CLI).
+pub fn fetch(path: &Path) -> io::Result<AgentStatus> {
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("{}: {e} (is the agent running?)", path.display()),
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body)?;
+    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}

@@ -14,7 +14,7 @@ use std::path::Path;
 pub enum KeyError {
     #[error("not a WireGuard key: expected 44 characters of base64 encoding 32 bytes")]
     Malformed,
-    #[error("{path} does not exist; create it with `sdn-tunnel keygen > {path} && chmod 600 {path}`")]
+    #[error("{path} does not exist; create it with `(umask 077; sdn-tunnel keygen > {path})`")]
     Missing { path: String },
     #[error("{path} is readable by group/others (mode {mode:04o}); run `chmod 600 {path}`")]
     Permissive { path: String, mode: u32 },
@@ -59,7 +59,12 @@ pub fn read_private_key_file(path: &Path) -> Result<[u8; 32], KeyError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(KeyError::Missing { path: shown })
         }
-        Err(source) => return Err(KeyError::Io { path: shown, source }),
+        Err(source) => {
+            return Err(KeyError::Io {
+                path: shown,
+                source,
+            })
+        }
     };
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {

@@ -1,1 +1,211 @@
-fn main() {}
+//! The `sdn-tunnel` command line: the agent and its operator tools.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use sdn_tunnel::config::{Config, TunnelConfig};
+use sdn_tunnel::status::{LinkState, StatusReport};
+use sdn_tunnel::{cleanup, control, keys, link, routes::Routes, status};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const DEFAULT_CONFIG: &str = "/etc/sdn-tunnel/config.yaml";
+
+#[derive(Parser)]
+#[command(
+    name = "sdn-tunnel",
+    version,
+    about = "Connects the pod and service networks of Kubernetes clusters over a userspace WireGuard mesh",
+    long_about = "Connects the pod and service networks of Kubernetes clusters over a userspace \
+WireGuard mesh.\n\nOne agent runs per node (hostNetwork, NET_ADMIN). It creates a TUN device driven \
+by boringtun, peers with every node of every remote cluster, routes the remote clusters' pod and \
+service CIDRs into the tunnel and clamps TCP MSS. Configuration: docs/configuration.md."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a new private key (base64, same format as `wg genkey`).
+    Keygen,
+    /// Read a private key on stdin, print its public key (same as `wg pubkey`).
+    Pubkey,
+    /// Run the agent in the foreground until SIGTERM/SIGINT, which remove everything of ours.
+    Agent {
+        /// Config file (YAML).
+        #[arg(long, short, env = "SDN_TUNNEL_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Validate the config (and the private key file) and exit: 0 if valid.
+        #[arg(long)]
+        check_config: bool,
+        /// Log format on stderr; levels via RUST_LOG (default info).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Show the tunnel device, its peers (like `wg show`), drop counters and our routes.
+    Status {
+        /// Config file to find the device, run directory and route protocol. Without it,
+        /// --device and the defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Tunnel device name (default sdn0, or the config's).
+        #[arg(long)]
+        device: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove everything of ours: routes with our protocol, the device, our nftables table and
+    /// sockets. Idempotent. Stop the agent first.
+    Cleanup {
+        #[arg(long, short, env = "SDN_TUNNEL_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Command::Keygen => {
+            println!("{}", keys::encode_key(&keys::generate_private()));
+        }
+        Command::Pubkey => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            let k = keys::parse_key(&s).context("reading the private key from stdin")?;
+            println!("{}", keys::encode_key(&keys::public_from_private(&k)));
+        }
+        Command::Agent {
+            config,
+            check_config,
+            log_format,
+        } => {
+            let cfg =
+                Config::load(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            if check_config {
+                println!("{}: ok", config.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            init_logs(log_format);
+            runtime()?.block_on(sdn_tunnel::agent::run(cfg))?;
+        }
+        Command::Status {
+            config,
+            device,
+            json,
+        } => {
+            let mut t = match config {
+                Some(p) => tunnel_section(&p)?,
+                None => TunnelConfig::default(),
+            };
+            if let Some(d) = device {
+                t.device = d;
+            }
+            let report = runtime()?.block_on(gather_status(&t));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", status::render_text(&report, control::now_unix()));
+            }
+            if report.agent.is_none() {
+                return Ok(ExitCode::from(3));
+            }
+        }
+        Command::Cleanup { config } => {
+            let t = tunnel_section(&config)?;
+            let r = runtime()?.block_on(cleanup::cleanup(&t))?;
+            println!(
+                "removed: {} route(s), device {}: {}, nft table {}: {}, {} socket(s)",
+                r.routes_removed,
+                t.device,
+                yes_no(r.device_removed),
+                t.nft_table(),
+                yes_no(r.nft_table_removed),
+                r.sockets_removed
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "not present"
+    }
+}
+
+/// The tunnel section only: status and cleanup must work even when the rest of the config (or
+/// the key file) is broken, so no full validation here.
+fn tunnel_section(path: &Path) -> Result<TunnelConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let cfg: Config =
+        serde_norway::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    Ok(cfg.tunnel)
+}
+
+async fn gather_status(t: &TunnelConfig) -> StatusReport {
+    let mut r = StatusReport {
+        device: t.device.clone(),
+        route_protocol: t.route_protocol,
+        ..Default::default()
+    };
+    match control::fetch(&t.control_socket_path()) {
+        Ok(a) => r.agent = Some(a),
+        Err(e) => r.agent_error = Some(e.to_string()),
+    }
+    match Routes::new(t.route_protocol) {
+        Ok(routes) => {
+            if let Ok(Some(l)) = link::get(routes.handle(), &t.device).await {
+                r.link = Some(LinkState {
+                    index: l.index,
+                    mtu: l.mtu,
+                    up: l.up,
+                });
+            }
+            match routes.list_ours().await {
+                Ok(list) => r.routes = list,
+                Err(e) => r.routes_error = Some(e.to_string()),
+            }
+        }
+        Err(e) => r.routes_error = Some(e.to_string()),
+    }
+    r
+}

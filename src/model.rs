@@ -23,7 +23,7 @@ pub struct DesiredPeer {
 }
 
 /// An input that `plan()` refused to program.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Rejected {
     pub remote: String,
     /// e.g. "peer <key>" or "node b1".

@@ -1,1 +1,259 @@
-//! TODO
+//! `sdn-tunnel status`: what the running system holds, rendered like `wg show` (peers) plus our
+//! routes and drop counters. Gathering does I/O; rendering is pure and unit-tested.
+
+use crate::control::AgentStatus;
+use crate::routes::OurRoute;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub device: String,
+    /// Link state as the kernel reports it (None: the device does not exist).
+    pub link: Option<LinkState>,
+    /// The agent's own view (None: no agent answered on the control socket).
+    pub agent: Option<AgentStatus>,
+    pub agent_error: Option<String>,
+    pub route_protocol: u8,
+    pub routes: Vec<OurRoute>,
+    pub routes_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkState {
+    pub index: u32,
+    pub mtu: u32,
+    pub up: bool,
+}
+
+pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "interface: {}", r.device);
+    match &r.link {
+        Some(l) => {
+            let _ = writeln!(s, " ({}, mtu {})", if l.up { "up" } else { "DOWN" }, l.mtu);
+        }
+        None => {
+            let _ = writeln!(s, " (absent)");
+        }
+    }
+    match &r.agent {
+        Some(a) => {
+            let _ = writeln!(s, "  public key: {}", a.public_key);
+            let _ = writeln!(s, "  listening port: {}", a.listen_port);
+            let _ = writeln!(
+                s,
+                "  cluster: {}  node: {}  pid: {}",
+                a.cluster, a.node, a.pid
+            );
+            let _ = writeln!(
+                s,
+                "  udp buffers: receive {} send {}",
+                bytes(a.udp_receive_buffer as u64),
+                bytes(a.udp_send_buffer as u64)
+            );
+            for p in &a.peers {
+                s.push('\n');
+                let label = match &p.name {
+                    Some(n) => format!("{}/{}", p.remote, n),
+                    None => p.remote.clone(),
+                };
+                let _ = writeln!(s, "peer: {} ({label})", p.public_key);
+                if let Some(ep) = &p.endpoint {
+                    let _ = writeln!(s, "  endpoint: {ep}");
+                }
+                let _ = writeln!(s, "  allowed ips: {}", join_or_none(&p.allowed_ips));
+                match p.latest_handshake_unix {
+                    Some(t) => {
+                        let _ =
+                            writeln!(s, "  latest handshake: {}", ago(now_unix.saturating_sub(t)));
+                    }
+                    None => {
+                        let _ = writeln!(s, "  latest handshake: (none)");
+                    }
+                }
+                let _ = writeln!(
+                    s,
+                    "  transfer: {} received, {} sent",
+                    bytes(p.rx_bytes),
+                    bytes(p.tx_bytes)
+                );
+                if let Some(k) = p.persistent_keepalive {
+                    let _ = writeln!(s, "  persistent keepalive: every {k} seconds");
+                }
+            }
+            let c = &a.counters;
+            s.push('\n');
+            let _ = writeln!(
+                s,
+                "datagrams: {} received, {} sent, {} handshakes",
+                c.rx_datagrams, c.tx_datagrams, c.handshakes_completed
+            );
+            let _ = writeln!(
+                s,
+                "dropped: no-peer {} no-endpoint {} bad-packet {} replay {} rate-limited {} unknown-peer {} bad-source {} tun-write {} udp-send {}",
+                c.dropped_no_peer,
+                c.dropped_no_endpoint,
+                c.dropped_bad_packet,
+                c.dropped_replay,
+                c.dropped_rate_limited,
+                c.dropped_unknown_peer,
+                c.dropped_bad_source,
+                c.dropped_tun_write,
+                c.dropped_udp_send
+            );
+            if !a.rejected.is_empty() {
+                let _ = writeln!(s, "rejected inputs:");
+                for rej in &a.rejected {
+                    let _ = writeln!(s, "  {} {}: {}", rej.remote, rej.object, rej.reason);
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "  agent: not answering ({})",
+                r.agent_error.as_deref().unwrap_or("unknown")
+            );
+        }
+    }
+    s.push('\n');
+    let _ = writeln!(s, "routes (proto {}):", r.route_protocol);
+    if let Some(e) = &r.routes_error {
+        let _ = writeln!(s, "  error: {e}");
+    } else if r.routes.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    }
+    for rt in &r.routes {
+        let _ = write!(s, "  {} dev {}", rt.destination, rt.device);
+        if let Some(src) = rt.source {
+            let _ = write!(s, " src {src}");
+        }
+        if rt.table != 254 {
+            let _ = write!(s, " table {}", rt.table);
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn join_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// "1 minute, 5 seconds ago", like `wg show`.
+pub fn ago(secs: u64) -> String {
+    if secs == 0 {
+        return "Now".into();
+    }
+    let units = [
+        ("day", 86_400),
+        ("hour", 3_600),
+        ("minute", 60),
+        ("second", 1),
+    ];
+    let mut rest = secs;
+    let mut parts = Vec::new();
+    for (name, size) in units {
+        let n = rest / size;
+        rest %= size;
+        if n > 0 {
+            parts.push(format!("{n} {name}{}", if n == 1 { "" } else { "s" }));
+        }
+    }
+    format!("{} ago", parts.join(", "))
+}
+
+/// "1.50 MiB", like `wg show`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.2} {}", UNITS[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::PeerStatus;
+
+    #[test]
+    fn formats_like_wg() {
+        assert_eq!(ago(0), "Now");
+        assert_eq!(ago(65), "1 minute, 5 seconds ago");
+        assert_eq!(ago(7200), "2 hours ago");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.50 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024), "3.00 MiB");
+    }
+
+    #[test]
+    fn renders_peers_routes_and_absence() {
+        let mut r = StatusReport {
+            device: "sdn0".into(),
+            link: Some(LinkState {
+                index: 7,
+                mtu: 1420,
+                up: true,
+            }),
+            route_protocol: 93,
+            routes: vec![OurRoute {
+                destination: "10.132.0.0/14".parse().unwrap(),
+                device: "sdn0".into(),
+                source: Some("10.128.0.1".parse().unwrap()),
+                protocol: 93,
+                table: 254,
+                metric: None,
+            }],
+            ..Default::default()
+        };
+        r.agent = Some(AgentStatus {
+            cluster: "east".into(),
+            node: "a1".into(),
+            device: "sdn0".into(),
+            listen_port: 51820,
+            public_key: "PUB".into(),
+            peers: vec![PeerStatus {
+                remote: "west".into(),
+                name: Some("b1".into()),
+                public_key: "PEER".into(),
+                endpoint: Some("192.0.2.1:51820".into()),
+                allowed_ips: vec!["10.132.0.0/24".into()],
+                latest_handshake_unix: Some(995),
+                rx_bytes: 2048,
+                tx_bytes: 10,
+                persistent_keepalive: Some(25),
+            }],
+            ..Default::default()
+        });
+        let t = render_text(&r, 1000);
+        assert!(t.contains("interface: sdn0 (up, mtu 1420)"), "{t}");
+        assert!(t.contains("peer: PEER (west/b1)"), "{t}");
+        assert!(t.contains("latest handshake: 5 seconds ago"), "{t}");
+        assert!(t.contains("transfer: 2.00 KiB received, 10 B sent"), "{t}");
+        assert!(t.contains("10.132.0.0/14 dev sdn0 src 10.128.0.1"), "{t}");
+
+        r.agent = None;
+        r.agent_error = Some("connection refused".into());
+        r.link = None;
+        r.routes.clear();
+        let t = render_text(&r, 1000);
+        assert!(
+            t.contains("(absent)") && t.contains("not answering") && t.contains("(none)"),
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! Packet counters of the device loop, mostly drops by reason. Lock-free; read by status.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        #[derive(Default)]
+        pub struct Counters { $($(#[$doc])* pub $name: AtomicU64,)* }
+
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+        pub struct CountersSnapshot { $(#[serde(default)] pub $name: u64,)* }
+
+        impl Counters {
+            pub fn snapshot(&self) -> CountersSnapshot {
+                CountersSnapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Inner packet whose destination matches no peer's AllowedIPs.
+    dropped_no_peer,
+    /// Peer known but without an endpoint yet.
+    dropped_no_endpoint,
+    /// Unparseable inner packet or UDP datagram (wrong size/type, bad MAC, failed decryption).
+    dropped_bad_packet,
+    /// Data packet with a counter already seen (replay) or too old.
+    dropped_replay,
+    /// Handshake refused by the rate limiter (cookie sent or under load).
+    dropped_rate_limited,
+    /// Datagram for an unknown receiver index or from an unknown public key.
+    dropped_unknown_peer,
+    /// Decrypted packet whose source is outside the sending peer's AllowedIPs.
+    dropped_bad_source,
+    /// Write to the TUN device failed.
+    dropped_tun_write,
+    /// UDP send failed.
+    dropped_udp_send,
+    handshakes_completed,
+    rx_datagrams,
+    tx_datagrams,
+}
+
+impl Counters {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+}

@@ -1,0 +1,450 @@
+//! The WireGuard device loop: TUN -> encrypt -> UDP and UDP -> decrypt -> TUN, plus timers.
+//! Each direction works on batches with reused buffers (read until the queue is empty, process,
+//! then one sendmmsg), so offloads (IFF_VNET_HDR, UDP GSO/GRO) can slot in later.
+
+use super::counters::Counters;
+use super::peer::{Peer, PeerInfo};
+use super::peer_set::PeerSet;
+use super::tun::Tun;
+use super::udp::{RecvBatch, SendBatch, Udp};
+use crate::model::DesiredPeer;
+use arc_swap::ArcSwap;
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use rand_core::{OsRng, RngCore};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// Packets per batch in each direction.
+pub const BATCH: usize = 32;
+/// Buffer size: a full UDP datagram / the largest inner packet plus WireGuard overhead.
+const BUF: usize = 65_536;
+/// Handshake messages per second before boringtun's rate limiter demands cookies.
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+const TIMER_TICK: Duration = Duration::from_millis(250);
+
+pub struct Device {
+    pub name: String,
+    pub listen_port: u16,
+    tun: AsyncFd<Tun>,
+    udp: AsyncFd<Udp>,
+    private: StaticSecret,
+    public: PublicKey,
+    rate_limiter: Arc<RateLimiter>,
+    peers: ArcSwap<PeerSet>,
+    pub counters: Counters,
+}
+
+/// What `set_peers` changed, for logs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PeerChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub updated: Vec<String>,
+}
+
+impl Device {
+    pub fn new(tun: Tun, udp: Udp, private_key: [u8; 32]) -> io::Result<Arc<Device>> {
+        let private = StaticSecret::from(private_key);
+        let public = PublicKey::from(&private);
+        let listen_port = udp.local_port()?;
+        Ok(Arc::new(Device {
+            name: tun.name().to_string(),
+            listen_port,
+            // SAFETY: Tun and Udp own their fds and never change them while registered.
+            tun: unsafe { AsyncFd::register_with_interest(tun, Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?,
+            udp: unsafe { AsyncFd::register(udp) }.map_err(|e| e.into_parts().1)?,
+            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            private,
+            public,
+            peers: ArcSwap::from_pointee(PeerSet::default()),
+            counters: Counters::default(),
+        }))
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public.to_bytes()
+    }
+
+    /// The private key, only for the UAPI `get` (0600 socket, as wg-quick/wireguard-go do).
+    pub(crate) fn private_key(&self) -> [u8; 32] {
+        self.private.to_bytes()
+    }
+
+    pub fn peers(&self) -> Arc<PeerSet> {
+        self.peers.load_full()
+    }
+
+    pub fn udp_buffer_sizes(&self) -> (usize, usize) {
+        self.udp.get_ref().buffer_sizes()
+    }
+
+    /// Makes the peer set equal `desired`. Existing peers (same key, same keepalive) keep their
+    /// sessions; a changed configured endpoint or AllowedIPs is applied in place.
+    pub fn set_peers(&self, desired: &[DesiredPeer]) -> PeerChanges {
+        let old = self.peers.load_full();
+        let mut changes = PeerChanges::default();
+        let mut next: Vec<Arc<Peer>> = Vec::with_capacity(desired.len());
+        let mut new_peers = Vec::new();
+        for d in desired {
+            let info = PeerInfo {
+                remote: d.remote.clone(),
+                name: d.name.clone(),
+                allowed_ips: d.allowed_ips.clone(),
+                persistent_keepalive: d.persistent_keepalive,
+                configured_endpoint: d.endpoint,
+            };
+            if let Some(p) = old.by_key(&d.public_key) {
+                let prev = p.info();
+                if prev.persistent_keepalive == info.persistent_keepalive {
+                    if prev != info {
+                        if prev.configured_endpoint != info.configured_endpoint {
+                            if let Some(ep) = info.configured_endpoint {
+                                p.set_endpoint(ep);
+                            }
+                        }
+                        *p.info.write().unwrap_or_else(|e| e.into_inner()) = info;
+                        changes.updated.push(p.label());
+                    }
+                    next.push(p.clone());
+                    continue;
+                }
+            }
+            let index = self.fresh_index(&old, &next);
+            let tunn = Tunn::new(
+                self.private.clone(),
+                PublicKey::from(d.public_key),
+                None,
+                d.persistent_keepalive,
+                index,
+                Some(self.rate_limiter.clone()),
+            );
+            let peer = Arc::new(Peer::new(d.public_key, index, tunn, info));
+            changes.added.push(peer.label());
+            new_peers.push(peer.clone());
+            next.push(peer);
+        }
+        for p in &old.peers {
+            if !next.iter().any(|n| Arc::ptr_eq(n, p)) {
+                changes.removed.push(p.label());
+            }
+        }
+        self.peers.store(Arc::new(PeerSet::new(next)));
+        // Handshake right away with peers we can reach, instead of waiting for traffic.
+        let mut buf = vec![0u8; 256];
+        for p in new_peers {
+            if let Some(ep) = p.endpoint() {
+                let res = p.tunn().format_handshake_initiation(&mut buf, false);
+                if let TunnResult::WriteToNetwork(pkt) = res {
+                    self.send_one(pkt, ep);
+                }
+            }
+        }
+        changes
+    }
+
+    fn fresh_index(&self, old: &PeerSet, next: &[Arc<Peer>]) -> u32 {
+        loop {
+            let i = OsRng.next_u32() & 0x00ff_ffff;
+            if !old.contains_index(i) && !next.iter().any(|p| p.index == i) {
+                return i;
+            }
+        }
+    }
+
+    fn send_one(&self, pkt: &[u8], dst: SocketAddr) {
+        match self.udp.get_ref().send_to(pkt, dst) {
+            Ok(_) => Counters::inc(&self.counters.tx_datagrams),
+            Err(e) => {
+                Counters::inc(&self.counters.dropped_udp_send);
+                tracing::debug!(%dst, error = %e, "udp send failed");
+            }
+        }
+    }
+
+    /// Runs the device until an I/O error on the TUN device or socket.
+    pub async fn run(self: Arc<Self>) -> io::Result<()> {
+        let tx = tokio::spawn(self.clone().tun_to_udp());
+        let rx = tokio::spawn(self.clone().udp_to_tun());
+        let timers = tokio::spawn(self.clone().timers());
+        let res = tokio::select! {
+            r = tx => r,
+            r = rx => r,
+            r = timers => r,
+        };
+        res.map_err(io::Error::other)?
+    }
+
+    /// Outbound: inner packets from the TUN device, encrypted to their peer.
+    async fn tun_to_udp(self: Arc<Self>) -> io::Result<()> {
+        let mut inbuf = vec![0u8; BUF];
+        let mut out = SendBatch::new(BATCH, BUF);
+        loop {
+            let mut guard = self.tun.readable().await?;
+            let peers = self.peers.load();
+            // Drain the TUN queue in batches; flush each batch with one sendmmsg.
+            loop {
+                let n = match self.tun.get_ref().read(&mut inbuf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                self.encrypt_one(&peers, &inbuf[..n], &mut out);
+                if out.is_full() {
+                    self.flush(&mut out).await;
+                }
+            }
+            self.flush(&mut out).await;
+        }
+    }
+
+    fn encrypt_one(&self, peers: &PeerSet, pkt: &[u8], out: &mut SendBatch) {
+        let Some(dst) = Tunn::dst_address(pkt) else {
+            Counters::inc(&self.counters.dropped_bad_packet);
+            return;
+        };
+        let Some(peer) = peers.route(dst) else {
+            Counters::inc(&self.counters.dropped_no_peer);
+            return;
+        };
+        let len = match peer.tunn().encapsulate(pkt, out.slot()) {
+            TunnResult::WriteToNetwork(b) => b.len(),
+            TunnResult::Err(e) => {
+                tracing::debug!(peer = %peer.label(), error = ?e, "encapsulate failed");
+                Counters::inc(&self.counters.dropped_bad_packet);
+                return;
+            }
+            _ => return, // queued until the handshake completes
+        };
+        match peer.endpoint() {
+            Some(ep) => out.push(len, self.udp.get_ref().sockaddr(ep)),
+            None => Counters::inc(&self.counters.dropped_no_endpoint),
+        }
+    }
+
+    /// Sends everything queued, waiting for socket space when the send buffer is full.
+    async fn flush(&self, out: &mut SendBatch) {
+        while !out.is_empty() {
+            match self.udp.get_ref().send_batch(out) {
+                Ok(n) => {
+                    self.counters
+                        .tx_datagrams
+                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.udp.writable().await {
+                        Ok(mut g) => g.clear_ready(),
+                        Err(_) => break,
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if out.errors > 0 {
+            self.counters
+                .dropped_udp_send
+                .fetch_add(out.errors, std::sync::atomic::Ordering::Relaxed);
+            out.errors = 0;
+        }
+        out.clear();
+    }
+
+    /// Inbound: datagrams from the underlay, decrypted and written to the TUN device.
+    async fn udp_to_tun(self: Arc<Self>) -> io::Result<()> {
+        let mut batch = RecvBatch::new(BATCH, BUF);
+        let mut plain = vec![0u8; BUF];
+        let mut out = SendBatch::new(BATCH, BUF);
+        loop {
+            let mut guard = self.udp.readable().await?;
+            loop {
+                let n = match self.udp.get_ref().recv_batch(&mut batch) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // ICMP errors surface here as ECONNREFUSED etc.; they are not fatal.
+                        tracing::debug!(error = %e, "udp receive error");
+                        continue;
+                    }
+                };
+                self.counters
+                    .rx_datagrams
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                let peers = self.peers.load();
+                for i in 0..n {
+                    let Some(src) = batch.srcs[i] else { continue };
+                    let dgram = &batch.bufs[i][..batch.lens[i]];
+                    self.decrypt_one(&peers, src, dgram, &mut plain, &mut out);
+                    if out.is_full() {
+                        self.flush(&mut out).await;
+                    }
+                }
+                self.flush(&mut out).await;
+            }
+        }
+    }
+
+    fn decrypt_one(
+        &self,
+        peers: &PeerSet,
+        src: SocketAddr,
+        dgram: &[u8],
+        plain: &mut [u8],
+        out: &mut SendBatch,
+    ) {
+        let c = &self.counters;
+        let packet = match Tunn::parse_incoming_packet(dgram) {
+            Ok(p) => p,
+            Err(_) => return Counters::inc(&c.dropped_bad_packet),
+        };
+        let peer = match &packet {
+            Packet::HandshakeInit(init) => {
+                // Cheap MAC check and load shedding before the expensive DH.
+                let mut cookie = [0u8; 64];
+                match self
+                    .rate_limiter
+                    .verify_packet(Some(src.ip()), dgram, &mut cookie)
+                {
+                    Ok(_) => {}
+                    Err(TunnResult::WriteToNetwork(reply)) => {
+                        Counters::inc(&c.dropped_rate_limited);
+                        let len = reply.len();
+                        out.slot()[..len].copy_from_slice(reply);
+                        out.push(len, self.udp.get_ref().sockaddr(src));
+                        return;
+                    }
+                    Err(TunnResult::Err(WireGuardError::UnderLoad)) => {
+                        return Counters::inc(&c.dropped_rate_limited)
+                    }
+                    Err(_) => return Counters::inc(&c.dropped_bad_packet),
+                }
+                match parse_handshake_anon(&self.private, &self.public, init) {
+                    Ok(half) => peers.by_key(&half.peer_static_public),
+                    Err(_) => return Counters::inc(&c.dropped_bad_packet),
+                }
+            }
+            Packet::HandshakeResponse(p) => peers.by_session_index(p.receiver_idx),
+            Packet::PacketCookieReply(p) => peers.by_session_index(p.receiver_idx),
+            Packet::PacketData(p) => peers.by_session_index(p.receiver_idx),
+        };
+        let Some(peer) = peer else {
+            return Counters::inc(&c.dropped_unknown_peer);
+        };
+        let is_cookie = matches!(packet, Packet::PacketCookieReply(_));
+        let is_handshake = matches!(
+            packet,
+            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+        );
+        let mut tunn = peer.tunn();
+        match tunn.decapsulate(Some(src.ip()), dgram, plain) {
+            TunnResult::Done => {}
+            TunnResult::Err(e) => {
+                drop(tunn);
+                return self.count_error(peer, e);
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                let len = reply.len();
+                out.slot()[..len].copy_from_slice(reply);
+                out.push(len, self.udp.get_ref().sockaddr(src));
+                // A completed handshake releases packets queued while it ran.
+                loop {
+                    if out.is_full() {
+                        break;
+                    }
+                    match tunn.decapsulate(None, &[], out.slot()) {
+                        TunnResult::WriteToNetwork(b) => {
+                            let len = b.len();
+                            out.push(len, self.udp.get_ref().sockaddr(src));
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            TunnResult::WriteToTunnelV4(pkt, addr) => {
+                self.deliver(peers, peer, pkt, IpAddr::V4(addr));
+            }
+            TunnResult::WriteToTunnelV6(pkt, addr) => {
+                self.deliver(peers, peer, pkt, IpAddr::V6(addr));
+            }
+        }
+        if is_handshake {
+            peer.handshake_completed();
+            Counters::inc(&c.handshakes_completed);
+        }
+        // Authenticated: the peer's endpoint follows it (roaming).
+        if !is_cookie && peer.set_endpoint(src) {
+            tracing::info!(peer = %peer.label(), endpoint = %src, "peer endpoint changed");
+        }
+    }
+
+    fn deliver(&self, peers: &PeerSet, peer: &Arc<Peer>, pkt: &[u8], src: IpAddr) {
+        if !peers.source_allowed(peer, src) {
+            return Counters::inc(&self.counters.dropped_bad_source);
+        }
+        if let Err(e) = self.tun.get_ref().write(pkt) {
+            tracing::debug!(error = %e, "tun write failed");
+            Counters::inc(&self.counters.dropped_tun_write);
+        }
+    }
+
+    fn count_error(&self, peer: &Peer, e: WireGuardError) {
+        let c = &self.counters;
+        let counter: &AtomicU64 = match e {
+            WireGuardError::DuplicateCounter | WireGuardError::InvalidCounter => &c.dropped_replay,
+            WireGuardError::UnderLoad => &c.dropped_rate_limited,
+            WireGuardError::WrongIndex | WireGuardError::NoCurrentSession => {
+                &c.dropped_unknown_peer
+            }
+            _ => &c.dropped_bad_packet,
+        };
+        Counters::inc(counter);
+        tracing::trace!(peer = %peer.label(), error = ?e, "datagram dropped");
+    }
+
+    /// Handshake retries, rekeying, keepalives; the rate limiter's per-second reset.
+    async fn timers(self: Arc<Self>) -> io::Result<()> {
+        let mut buf = vec![0u8; BUF];
+        let mut tick = tokio::time::interval(TIMER_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            if n % 4 == 0 {
+                self.rate_limiter.reset_count();
+            }
+            let peers = self.peers.load();
+            for peer in &peers.peers {
+                let mut tunn = peer.tunn();
+                match tunn.update_timers(&mut buf) {
+                    TunnResult::WriteToNetwork(pkt) => {
+                        if let Some(ep) = peer.endpoint() {
+                            self.send_one(pkt, ep);
+                        }
+                    }
+                    TunnResult::Err(WireGuardError::ConnectionExpired) => {}
+                    TunnResult::Err(e) => {
+                        tracing::debug!(peer = %peer.label(), error = ?e, "timer")
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! One WireGuard peer: its boringtun session state (`Tunn`), its endpoint (which roams to the
+//! source of its authenticated packets) and labels for status.
+
+use boringtun::noise::Tunn;
+use ipnetwork::IpNetwork;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::SystemTime;
+
+pub struct Peer {
+    pub public_key: [u8; 32],
+    /// Our 24-bit local index; boringtun puts it in the top bits of every session index, so an
+    /// incoming data packet's receiver index leads straight here.
+    pub index: u32,
+    tunn: Mutex<Tunn>,
+    endpoint: RwLock<Option<SocketAddr>>,
+    /// Wall-clock time of the last completed handshake (boringtun's own figure counts from
+    /// its timer ticks, which lag a handshake that completes between them).
+    last_handshake: RwLock<Option<SystemTime>>,
+    pub info: RwLock<PeerInfo>,
+}
+
+/// Mutable labels and config; the crypto-key routing itself lives in the PeerSet's table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub remote: String,
+    pub name: Option<String>,
+    pub allowed_ips: Vec<IpNetwork>,
+    pub persistent_keepalive: Option<u16>,
+    /// Endpoint from config, to tell config changes from roaming.
+    pub configured_endpoint: Option<SocketAddr>,
+}
+
+/// A point-in-time view for status and the UAPI.
+#[derive(Debug, Clone)]
+pub struct PeerStats {
+    pub last_handshake: Option<SystemTime>,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+}
+
+impl Peer {
+    pub fn new(public_key: [u8; 32], index: u32, tunn: Tunn, info: PeerInfo) -> Peer {
+        let endpoint = info.configured_endpoint;
+        Peer {
+            public_key,
+            index,
+            tunn: Mutex::new(tunn),
+            endpoint: RwLock::new(endpoint),
+            last_handshake: RwLock::new(None),
+            info: RwLock::new(info),
+        }
+    }
+
+    pub fn tunn(&self) -> MutexGuard<'_, Tunn> {
+        // A panic while holding the lock would be a bug in boringtun; keep going with the state.
+        self.tunn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        *self.endpoint.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Roaming: follow the source of an authenticated packet. Returns true if it changed.
+    pub fn set_endpoint(&self, addr: SocketAddr) -> bool {
+        if self.endpoint() == Some(addr) {
+            return false;
+        }
+        *self.endpoint.write().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+        true
+    }
+
+    pub fn handshake_completed(&self) {
+        *self
+            .last_handshake
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(SystemTime::now());
+    }
+
+    pub fn info(&self) -> PeerInfo {
+        self.info.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn stats(&self) -> PeerStats {
+        let (since, tx, rx, _, _) = self.tunn().stats();
+        // No current session (expired): report no handshake, as `wg show` would after reset.
+        let last = since.and(
+            *self
+                .last_handshake
+                .read()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        PeerStats {
+            last_handshake: last,
+            tx_bytes: tx as u64,
+            rx_bytes: rx as u64,
+        }
+    }
+
+    pub fn label(&self) -> String {
+        let info = self.info();
+        let key = crate::keys::encode_key(&self.public_key);
+        match info.name {
+            Some(n) => format!("{}/{} ({}…)", info.remote, n, &key[..8]),
+            None => format!("{}/{}…", info.remote, &key[..8]),
+        }
+    }
+}

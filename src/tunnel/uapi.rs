@@ -1,0 +1,114 @@
+//! The cross-platform WireGuard UAPI (https://www.wireguard.com/xplatform/) on a 0600 unix
+//! socket, so the standard `wg show <device>` works against our tunnel. Only `get` for now;
+//! `set` answers "operation not supported".
+//!
+//! `get` includes the private key because that is how `wg` learns the interface's public key;
+//! the socket is root-only (0600), exactly like wireguard-go's.
+
+use super::device::Device;
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+/// Renders the `get=1` answer (pure, given the device state).
+pub fn render_get(dev: &Device) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "private_key={}", hex::encode(dev.private_key()));
+    let _ = writeln!(s, "listen_port={}", dev.listen_port);
+    for p in &dev.peers().peers {
+        let info = p.info();
+        let stats = p.stats();
+        let _ = writeln!(s, "public_key={}", hex::encode(p.public_key));
+        if let Some(ep) = p.endpoint() {
+            let _ = writeln!(s, "endpoint={ep}");
+        }
+        let _ = writeln!(
+            s,
+            "persistent_keepalive_interval={}",
+            info.persistent_keepalive.unwrap_or(0)
+        );
+        let (sec, nsec) = stats
+            .last_handshake
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| (d.as_secs(), d.subsec_nanos()))
+            .unwrap_or((0, 0));
+        let _ = writeln!(s, "last_handshake_time_sec={sec}");
+        let _ = writeln!(s, "last_handshake_time_nsec={nsec}");
+        let _ = writeln!(s, "tx_bytes={}", stats.tx_bytes);
+        let _ = writeln!(s, "rx_bytes={}", stats.rx_bytes);
+        for net in &info.allowed_ips {
+            let _ = writeln!(s, "allowed_ip={net}");
+        }
+        let _ = writeln!(s, "protocol_version=1");
+    }
+    s.push_str("errno=0\n\n");
+    s
+}
+
+/// Binds a unix socket with mode 0600, replacing a stale socket file left by a crash.
+pub fn bind_private_socket(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // Create it private from the start: no window in which others could connect.
+    let old = unsafe { libc::umask(0o077) };
+    let res = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener =
+        res.map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", path.display())))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the UAPI until the task is dropped.
+pub async fn serve(dev: Arc<Device>, path: PathBuf) -> io::Result<()> {
+    let listener = bind_private_socket(&path)?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let dev = dev.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(dev, stream).await {
+                tracing::debug!(error = %e, "uapi client");
+            }
+        });
+    }
+}
+
+async fn handle(dev: Arc<Device>, stream: tokio::net::UnixStream) -> io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    // Bounded: a client gets 4 KiB of request per operation and must end it with an empty line.
+    let mut op: Option<String> = None;
+    let mut total = 0usize;
+    while let Some(line) = lines.next_line().await? {
+        total += line.len();
+        if total > 4096 {
+            w.write_all(b"errno=22\n\n").await?;
+            return Ok(());
+        }
+        if line.is_empty() {
+            let reply = match op.take().as_deref() {
+                Some("get=1") => render_get(&dev),
+                Some("set=1") => "errno=95\n\n".to_string(),
+                _ => "errno=22\n\n".to_string(),
+            };
+            w.write_all(reply.as_bytes()).await?;
+            total = 0;
+            continue;
+        }
+        if op.is_none() {
+            op = Some(line);
+        }
+    }
+    Ok(())
+}
