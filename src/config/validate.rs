@@ -428,12 +428,10 @@ fn ifname_problem(name: &str) -> Option<String> {
     if name == "." || name == ".." {
         return Some(format!("'{name}' is not a valid interface name"));
     }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
+    // The name also goes into our nftables rules, so only characters nft can quote safely.
+    if !crate::nft::valid_device_name(name) {
         return Some(format!(
-            "'{name}' must not contain '/', ':' or whitespace (Linux interface name)"
+            "'{name}' may only contain letters, digits and _ . @ + - (Linux interface name)"
         ));
     }
     None
@@ -733,7 +731,16 @@ mod tests {
 
     #[test]
     fn tunnel_device_name() {
-        for bad in ["", "sixteen-chars-xx", "a/b", "a b", "eth0:1", ".", ".."] {
+        for bad in [
+            "",
+            "sixteen-chars-xx",
+            "a/b",
+            "a b",
+            "eth0:1",
+            ".",
+            "..",
+            "a\"b",
+        ] {
             let mut cfg = example();
             cfg.tunnel.device = bad.into();
             assert_error(&cfg, "tunnel.device", bad);
