@@ -1,0 +1,229 @@
+//! Test traffic between namespaces: ping, a checksummed TCP transfer, a UDP echo exchange.
+//! TCP and UDP run in-process (sockets created on threads that joined the namespaces), so no
+//! external tool is needed and the data is verified end to end.
+
+use crate::netns::{exec, in_netns};
+use anyhow::{bail, Context, Result};
+use std::fmt::Display;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// One ping (`ping -c 1 -W 1`) from namespace `ns` to `ip`; true if answered.
+pub fn ping(ns: &str, ip: impl Display) -> bool {
+    let ip = ip.to_string();
+    exec(ns, &["ping", "-n", "-q", "-c", "1", "-W", "1", ip.as_str()])
+        .status
+        .success()
+}
+
+/// Result of [`tcp_transfer`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transfer {
+    pub bytes: u64,
+    pub seconds: f64,
+    /// FNV-1a 64 of the data, equal on both sides (checked).
+    pub checksum: u64,
+}
+
+impl Transfer {
+    pub fn mbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.seconds.max(1e-9) / 1e6
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf29ce484222325;
+const FNV_PRIME: u64 = 0x100000001b3;
+
+fn fnv1a(mut h: u64, data: &[u8]) -> u64 {
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// Deterministic pseudo-random bytes (xorshift64), so corruption cannot hide in zeros.
+fn fill(state: &mut u64, buf: &mut [u8]) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let b = state.to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
+}
+
+/// Sends `bytes` bytes over TCP from namespace `from_ns` to `to_ip:port`, received by a
+/// listener in `to_ns`; both sides checksum the stream and the call fails unless length and
+/// checksum match. Times out after 60 s without progress.
+pub fn tcp_transfer(
+    from_ns: &str,
+    to_ns: &str,
+    to_ip: IpAddr,
+    port: u16,
+    bytes: u64,
+) -> Result<Transfer> {
+    let bind: SocketAddr = match to_ip {
+        IpAddr::V4(_) => ([0, 0, 0, 0], port).into(),
+        IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, port).into(),
+    };
+    let listener = in_netns(to_ns, || TcpListener::bind(bind))?
+        .with_context(|| format!("binding {bind} in {to_ns}"))?;
+    listener.set_nonblocking(true)?;
+    let timeout = Duration::from_secs(60);
+
+    std::thread::scope(|s| {
+        let server = s.spawn(move || -> Result<(u64, u64)> {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut stream = loop {
+                match listener.accept() {
+                    Ok((st, _)) => break st,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        if Instant::now() > deadline {
+                            bail!("no connection to {bind} in {to_ns} within 30 s");
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            stream.set_nonblocking(false)?;
+            stream.set_read_timeout(Some(timeout))?;
+            let mut buf = vec![0u8; 256 * 1024];
+            let (mut n, mut h) = (0u64, FNV_OFFSET);
+            loop {
+                let k = stream.read(&mut buf).context("receiving")?;
+                if k == 0 {
+                    break;
+                }
+                h = fnv1a(h, &buf[..k]);
+                n += k as u64;
+            }
+            // Tell the sender we are done (it waits for this byte before reporting).
+            stream.write_all(&[1])?;
+            Ok((n, h))
+        });
+
+        let dest = SocketAddr::new(to_ip, port);
+        let started = Instant::now();
+        let client = (|| -> Result<u64> {
+            let mut stream = in_netns(from_ns, || {
+                TcpStream::connect_timeout(&dest, Duration::from_secs(10))
+            })?
+            .with_context(|| format!("connecting from {from_ns} to {dest}"))?;
+            stream.set_write_timeout(Some(timeout))?;
+            stream.set_read_timeout(Some(timeout))?;
+            let mut buf = vec![0u8; 256 * 1024];
+            let (mut left, mut state, mut h) = (bytes, 0x9e3779b97f4a7c15u64, FNV_OFFSET);
+            while left > 0 {
+                let k = left.min(buf.len() as u64) as usize;
+                fill(&mut state, &mut buf[..k]);
+                stream.write_all(&buf[..k]).context("sending")?;
+                h = fnv1a(h, &buf[..k]);
+                left -= k as u64;
+            }
+            stream.shutdown(std::net::Shutdown::Write)?;
+            let mut ack = [0u8; 1];
+            stream
+                .read_exact(&mut ack)
+                .context("waiting for the receiver's ack")?;
+            Ok(h)
+        })();
+        let seconds = started.elapsed().as_secs_f64();
+        let client_hash = match client {
+            Ok(h) => h,
+            Err(e) => {
+                // Unblock the server: connect to it ourselves if it is still waiting.
+                let _ = in_netns(to_ns, || {
+                    TcpStream::connect_timeout(&dest, Duration::from_millis(200))
+                });
+                let _ = server.join();
+                return Err(e);
+            }
+        };
+        let (n, server_hash) = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+        if n != bytes || server_hash != client_hash {
+            bail!(
+                "TCP transfer {from_ns} -> {dest}: sent {bytes} bytes (fnv {client_hash:016x}), \
+                 received {n} bytes (fnv {server_hash:016x})"
+            );
+        }
+        Ok(Transfer {
+            bytes,
+            seconds,
+            checksum: client_hash,
+        })
+    })
+}
+
+/// Sends `count` UDP datagrams (each with a distinct payload) from namespace `from_ns` to an
+/// echo responder on `to_ip:port` in `to_ns`, and returns how many correct echoes came back
+/// (exercising both directions). Each datagram waits up to 1 s for its echo.
+pub fn udp_echo(from_ns: &str, to_ns: &str, to_ip: IpAddr, port: u16, count: u32) -> Result<u32> {
+    let (bind_any, local_any): (SocketAddr, SocketAddr) = match to_ip {
+        IpAddr::V4(_) => (([0, 0, 0, 0], port).into(), ([0, 0, 0, 0], 0).into()),
+        IpAddr::V6(_) => (
+            (std::net::Ipv6Addr::UNSPECIFIED, port).into(),
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        ),
+    };
+    let server = in_netns(to_ns, || UdpSocket::bind(bind_any))?
+        .with_context(|| format!("binding UDP {bind_any} in {to_ns}"))?;
+    server.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let client = in_netns(from_ns, || UdpSocket::bind(local_any))??;
+    client.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let dest = SocketAddr::new(to_ip, port);
+    let done = std::sync::atomic::AtomicBool::new(false);
+
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut buf = [0u8; 2048];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((n, from)) = server.recv_from(&mut buf) {
+                    let _ = server.send_to(&buf[..n], from);
+                }
+            }
+        });
+        let result = (|| -> Result<u32> {
+            let mut ok = 0;
+            let mut buf = [0u8; 2048];
+            for i in 0..count {
+                let payload = format!("sdn-lab udp {i} {}", "x".repeat((i % 7) as usize * 100));
+                client.send_to(payload.as_bytes(), dest)?;
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while Instant::now() < deadline {
+                    match client.recv_from(&mut buf) {
+                        Ok((n, from)) if from == dest && &buf[..n] == payload.as_bytes() => {
+                            ok += 1;
+                            break;
+                        }
+                        Ok(_) => continue, // a late echo of an earlier datagram
+                        Err(_) => break,
+                    }
+                }
+            }
+            Ok(ok)
+        })();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_is_deterministic_and_not_constant() {
+        let (mut a, mut b) = (1u64, 1u64);
+        let (mut x, mut y) = ([0u8; 37], [0u8; 37]);
+        fill(&mut a, &mut x);
+        fill(&mut b, &mut y);
+        assert_eq!(x, y);
+        assert!(x.iter().any(|&v| v != x[0]));
+        assert_ne!(fnv1a(FNV_OFFSET, &x), fnv1a(FNV_OFFSET, &x[1..]));
+    }
+}

@@ -1,0 +1,128 @@
+//! Debian's wireguard-go as a foreign WireGuard node (interop) or a benchmark baseline,
+//! configured with the standard `wg` tool and `ip` routes.
+
+use crate::netns::{command, exec_ok, ip, wait_for};
+use anyhow::{bail, Context, Result};
+use std::fs::OpenOptions;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+/// Directory where wireguard-go (and our agent, with runDir /var/run) put UAPI sockets.
+pub const WG_RUN_DIR: &str = "/var/run/wireguard";
+
+/// A peer as configured with `wg set ... peer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgPeer {
+    pub public_key: String,
+    pub allowed_ips: Vec<String>,
+    /// `ip:port` or `[ip6]:port`.
+    pub endpoint: Option<String>,
+    pub persistent_keepalive: u16,
+}
+
+/// What to bring up: device `device` in namespace `ns`.
+#[derive(Debug, Clone)]
+pub struct WgGoConfig<'a> {
+    pub ns: &'a str,
+    pub device: &'a str,
+    pub private_key_file: &'a Path,
+    pub listen_port: u16,
+    pub mtu: u16,
+    pub peers: Vec<WgPeer>,
+    /// Routed into the device.
+    pub routes: Vec<String>,
+    /// Preferred source for the routes (an address inside the node's pod CIDR).
+    pub route_src: Option<Ipv4Addr>,
+    pub log_file: &'a Path,
+}
+
+/// Starts `wireguard-go` in the foreground inside `cfg.ns`, waits for its UAPI socket,
+/// configures it with `wg set`, sets MTU, brings it up and adds the routes. The returned child
+/// is the wireguard-go process itself (`ip netns exec` execs it).
+pub fn start(cfg: &WgGoConfig<'_>) -> Result<Child> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.log_file)
+        .with_context(|| format!("opening {}", cfg.log_file.display()))?;
+    let sock = Path::new(WG_RUN_DIR).join(format!("{}.sock", cfg.device));
+    // A stale socket from a crashed run would make us think it is up already.
+    let _ = std::fs::remove_file(&sock);
+    let mut cmd = command(cfg.ns, &["wireguard-go", cfg.device]);
+    cmd.env("WG_PROCESS_FOREGROUND", "1")
+        .env("LOG_LEVEL", "error")
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .spawn()
+        .context("spawning wireguard-go (apt-get install wireguard-go)")?;
+    let up = wait_for(
+        || sock.exists() || matches!(child.try_wait(), Ok(Some(_))),
+        Duration::from_secs(10),
+    );
+    if !up || !sock.exists() {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!(
+            "wireguard-go {} in {} did not create {}; log: {}",
+            cfg.device,
+            cfg.ns,
+            sock.display(),
+            std::fs::read_to_string(cfg.log_file).unwrap_or_default()
+        );
+    }
+    if let Err(e) = configure(cfg) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&sock);
+        return Err(e);
+    }
+    Ok(child)
+}
+
+fn configure(cfg: &WgGoConfig<'_>) -> Result<()> {
+    let port = cfg.listen_port.to_string();
+    let key = cfg.private_key_file.to_string_lossy().into_owned();
+    let mut args: Vec<String> = vec![
+        "wg".into(),
+        "set".into(),
+        cfg.device.into(),
+        "listen-port".into(),
+        port,
+        "private-key".into(),
+        key,
+    ];
+    for p in &cfg.peers {
+        args.push("peer".into());
+        args.push(p.public_key.clone());
+        args.push("allowed-ips".into());
+        args.push(p.allowed_ips.join(","));
+        if let Some(e) = &p.endpoint {
+            args.push("endpoint".into());
+            args.push(e.clone());
+        }
+        if p.persistent_keepalive > 0 {
+            args.push("persistent-keepalive".into());
+            args.push(p.persistent_keepalive.to_string());
+        }
+    }
+    exec_ok(cfg.ns, &args)?;
+    let mtu = cfg.mtu.to_string();
+    ip(
+        cfg.ns,
+        &["link", "set", "dev", cfg.device, "mtu", &mtu, "up"],
+    )?;
+    for r in &cfg.routes {
+        let mut a = vec!["route", "replace", r.as_str(), "dev", cfg.device];
+        let src;
+        if let Some(s) = cfg.route_src {
+            src = s.to_string();
+            a.extend(["src", src.as_str()]);
+        }
+        ip(cfg.ns, &a)?;
+    }
+    Ok(())
+}

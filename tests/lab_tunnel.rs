@@ -1,0 +1,378 @@
+//! The tunnel end to end in the network-namespace lab (root): two clusters x two nodes with real
+//! agents, real traffic, Debian's wireguard-go as a foreign peer and the real `wg show`.
+//! Labs are heavy on a 2-core machine, so the tests in this binary take turns.
+
+mod common;
+
+use sdn_lab::{tcp_transfer, udp_echo, Lab, LabOptions};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const MIB: u64 = 1024 * 1024;
+
+fn lab(opts: LabOptions) -> Lab {
+    let opts = LabOptions {
+        bin: Some(env!("CARGO_BIN_EXE_sdn-tunnel").into()),
+        ..opts
+    };
+    let lab = Lab::up(opts).expect("lab up");
+    lab.wait_connected(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+    lab
+}
+
+fn logs(lab: &Lab) -> String {
+    lab.agent_nodes()
+        .iter()
+        .map(|n| format!("--- agent {n} ---\n{}", lab.agent_log(n)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn guard() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn status_json(lab: &Lab, node: &str) -> serde_json::Value {
+    let s = lab.status(node, true);
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("status --json of {node}: {e}: {s}"))
+}
+
+fn our_routes(lab: &Lab, node: &str) -> Vec<String> {
+    let out = lab.exec(&lab.node_ns(node), &["ip", "route", "show", "proto", "93"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn nft_tables(lab: &Lab, node: &str) -> String {
+    let out = lab.exec(&lab.node_ns(node), &["nft", "list", "tables"]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn pods_talk_across_clusters_every_node_pair_both_ways() {
+    if !common::require_root() {
+        return;
+    }
+    let _g = guard();
+    let lab = lab(LabOptions::default());
+    let mut port = 7000;
+    for (a, b) in [("a1", "b1"), ("a1", "b2"), ("a2", "b1"), ("a2", "b2")] {
+        for (from, to) in [(a, b), (b, a)] {
+            let (from_ns, to_ns) = (lab.pod_ns(from, 0), lab.pod_ns(to, 0));
+            let to_ip = IpAddr::V4(lab.pod_ip(to, 0));
+            assert!(lab.ping(&from_ns, to_ip), "ping pod {from} -> pod {to}");
+            port += 1;
+            let t = tcp_transfer(&from_ns, &to_ns, to_ip, port, 10 * MIB)
+                .unwrap_or_else(|e| panic!("tcp {from} -> {to}: {e:#}\n{}", logs(&lab)));
+            assert_eq!(t.bytes, 10 * MIB);
+            port += 1;
+            let echoed = udp_echo(&from_ns, &to_ns, to_ip, port, 50).unwrap();
+            assert!(echoed >= 45, "udp {from} -> {to}: {echoed}/50 echoed");
+            // Host-originated: the node itself reaches the remote pod (route src in podCIDR).
+            assert!(
+                lab.ping(&lab.node_ns(from), to_ip),
+                "ping node {from} -> pod {to}"
+            );
+        }
+    }
+    // Every peer has a handshake and carried traffic.
+    for node in ["a1", "a2", "b1", "b2"] {
+        let st = status_json(&lab, node);
+        let peers = st["agent"]["peers"].as_array().unwrap();
+        assert_eq!(peers.len(), 2, "{node}: {st}");
+        for p in peers {
+            assert!(p["latestHandshakeUnix"].as_u64().is_some(), "{node}: {p}");
+            assert!(p["rxBytes"].as_u64().unwrap() > MIB, "{node}: {p}");
+        }
+        assert_eq!(our_routes(&lab, node).len(), 2, "{node}");
+    }
+}
+
+fn wg_show(lab: &Lab, node: &str) -> String {
+    let out = lab.wg_show(node);
+    assert!(out.status.success(), "wg show {node}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn transfer_bytes(wg_show_text: &str) -> u64 {
+    // "  transfer: 1.23 MiB received, 4.56 KiB sent": received + sent over all peers
+    let unit = |u: &str| match u.trim_end_matches(',') {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("unit {other}"),
+    };
+    wg_show_text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("transfer: "))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            // [v, unit, "received,", v, unit, "sent"]
+            let rx: f64 = w[0].parse::<f64>().unwrap() * unit(w[1]);
+            let tx: f64 = w[3].parse::<f64>().unwrap() * unit(w[4]);
+            (rx + tx) as u64
+        })
+        .sum()
+}
+
+#[test]
+fn wg_show_works_against_the_agent() {
+    if !common::require_root() || !common::require_program("wg") {
+        return;
+    }
+    let _g = guard();
+    let lab = lab(LabOptions::default());
+    let before = wg_show(&lab, "a1");
+    assert!(
+        before.contains(&format!("public key: {}", lab.public_key("a1"))),
+        "{before}"
+    );
+    assert!(before.contains("private key: (hidden)"), "{before}");
+    for peer in ["b1", "b2"] {
+        assert!(
+            before.contains(&format!("peer: {}", lab.public_key(peer))),
+            "{before}"
+        );
+    }
+    assert!(before.contains("latest handshake:"), "{before}");
+    assert!(before.contains("allowed ips: 10.132.0.0/24"), "{before}");
+    tcp_transfer(
+        &lab.pod_ns("a1", 0),
+        &lab.pod_ns("b1", 0),
+        IpAddr::V4(lab.pod_ip("b1", 0)),
+        7100,
+        4 * MIB,
+    )
+    .unwrap();
+    let after = wg_show(&lab, "a1");
+    assert!(
+        transfer_bytes(&after) > transfer_bytes(&before) + 3 * MIB,
+        "transfer did not grow:\n{before}\n{after}"
+    );
+    // The UAPI socket is private.
+    let sock = format!("/var/run/wireguard/{}.sock", lab.device("a1"));
+    let mode = std::fs::metadata(&sock).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o077, 0, "{sock} is not 0600");
+    // Our own status agrees with wg about the peers.
+    let text = lab.status("a1", false);
+    assert!(
+        text.contains("peer: ") && text.contains("routes (proto 93)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn interoperates_with_wireguard_go() {
+    if !common::require_root()
+        || !common::require_program("wireguard-go")
+        || !common::require_program("wg")
+    {
+        return;
+    }
+    let _g = guard();
+    let lab = lab(LabOptions {
+        foreign_node: true,
+        ..LabOptions::default()
+    });
+    let n1 = IpAddr::V4(lab.pod_ip("n1", 0));
+    let a1 = IpAddr::V4(lab.pod_ip("a1", 0));
+    assert!(lab.ping(&lab.pod_ns("a1", 0), n1));
+    assert!(lab.ping(&lab.pod_ns("n1", 0), a1));
+    tcp_transfer(
+        &lab.pod_ns("a1", 0),
+        &lab.pod_ns("n1", 0),
+        n1,
+        7200,
+        10 * MIB,
+    )
+    .unwrap();
+    tcp_transfer(
+        &lab.pod_ns("n1", 0),
+        &lab.pod_ns("b2", 0),
+        IpAddr::V4(lab.pod_ip("b2", 0)),
+        7201,
+        10 * MIB,
+    )
+    .unwrap();
+    // wireguard-go's own view: a handshake with our agent and traffic both ways.
+    let out = lab.wg_show("n1");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let a1_key = lab.public_key("a1");
+    let section = text
+        .split("peer: ")
+        .find(|s| s.starts_with(&a1_key))
+        .unwrap_or_else(|| panic!("wireguard-go has no peer a1: {text}"));
+    assert!(section.contains("latest handshake"), "{section}");
+    assert!(
+        section.contains("received") && section.contains("sent"),
+        "{section}"
+    );
+}
+
+#[test]
+fn restart_recovers_and_leaves_nothing_behind() {
+    if !common::require_root() {
+        return;
+    }
+    let _g = guard();
+    let lab = lab(LabOptions::default());
+    let (a1_pod, b1_pod) = (lab.pod_ns("a1", 0), IpAddr::V4(lab.pod_ip("b1", 0)));
+
+    // SIGTERM: exits 0 within 2 s and removes routes, nft table and device.
+    let t0 = Instant::now();
+    let st = lab
+        .stop_agent("a1", libc::SIGTERM)
+        .unwrap()
+        .expect("agent a1 was running");
+    assert!(
+        st.success(),
+        "agent exited with {st:?}\n{}",
+        lab.agent_log("a1")
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(
+        our_routes(&lab, "a1").is_empty(),
+        "{:?}",
+        our_routes(&lab, "a1")
+    );
+    assert!(
+        !nft_tables(&lab, "a1").contains("sdn_tunnel"),
+        "{}",
+        nft_tables(&lab, "a1")
+    );
+    let link = lab.exec(
+        &lab.node_ns("a1"),
+        &["ip", "link", "show", &lab.device("a1")],
+    );
+    assert!(!link.status.success(), "device still there");
+    assert!(!lab.ping(&a1_pod, b1_pod));
+
+    // Start again: traffic recovers by itself within 5 s.
+    lab.start_agent("a1").unwrap();
+    let t0 = Instant::now();
+    assert!(
+        sdn_lab::wait_for(|| lab.ping(&a1_pod, b1_pod), Duration::from_secs(5)),
+        "no recovery within 5 s\n{}",
+        logs(&lab)
+    );
+    eprintln!("recovered after restart in {:?}", t0.elapsed());
+    // The other direction too (b1 still had the old session).
+    assert!(lab.ping(&lab.pod_ns("b1", 0), IpAddr::V4(lab.pod_ip("a1", 0))));
+
+    // SIGKILL leaves the nft table behind; the next start adopts it without duplicates.
+    lab.stop_agent("a1", libc::SIGKILL).unwrap();
+    assert!(nft_tables(&lab, "a1").contains("sdn_tunnel"));
+    lab.start_agent("a1").unwrap();
+    assert!(sdn_lab::wait_for(
+        || lab.ping(&a1_pod, b1_pod),
+        Duration::from_secs(5)
+    ));
+    let routes = our_routes(&lab, "a1");
+    assert_eq!(routes.len(), 2, "{routes:?}");
+    assert_eq!(nft_tables(&lab, "a1").matches("sdn_tunnel").count(), 1);
+
+    // Restarting the agent twice more changes nothing (no duplicates ever).
+    lab.restart_agent("a1").unwrap();
+    assert!(sdn_lab::wait_for(
+        || lab.ping(&a1_pod, b1_pod),
+        Duration::from_secs(5)
+    ));
+    assert_eq!(our_routes(&lab, "a1").len(), 2);
+
+    // `cleanup` after a crash removes what is left, and is idempotent.
+    lab.stop_agent("a1", libc::SIGKILL).unwrap();
+    let cfg = lab.agent_config_path("a1");
+    let bin = env!("CARGO_BIN_EXE_sdn-tunnel");
+    for _ in 0..2 {
+        let out = lab.exec(
+            &lab.node_ns("a1"),
+            &[bin, "cleanup", "--config", cfg.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert!(!nft_tables(&lab, "a1").contains("sdn_tunnel"));
+    assert!(our_routes(&lab, "a1").is_empty());
+}
+
+#[test]
+fn ipv6_underlay() {
+    if !common::require_root() {
+        return;
+    }
+    let _g = guard();
+    let lab = lab(LabOptions {
+        ipv6_endpoints: true,
+        ..LabOptions::default()
+    });
+    let st = status_json(&lab, "a1");
+    let ep = st["agent"]["peers"][0]["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ep.starts_with("[fd00:77::"), "{ep}");
+    tcp_transfer(
+        &lab.pod_ns("a2", 0),
+        &lab.pod_ns("b2", 0),
+        IpAddr::V4(lab.pod_ip("b2", 0)),
+        7300,
+        10 * MIB,
+    )
+    .unwrap();
+}
+
+#[test]
+fn mss_clamping_keeps_mtu_1500_pods_working_without_icmp() {
+    if !common::require_root() {
+        return;
+    }
+    let _g = guard();
+    let lab = lab(LabOptions::default());
+    // Pods keep MTU 1500; the tunnel has 1420. Drop every ICMP error on the nodes so PMTU
+    // discovery cannot help: only MSS clamping keeps full-size segments out of the tunnel.
+    for node in ["a1", "b1"] {
+        let rules = "table inet blackhole_icmp {\n\
+            chain drop_out { type filter hook output priority 0; icmp type destination-unreachable drop; icmpv6 type packet-too-big drop; }\n\
+            chain drop_fwd { type filter hook forward priority 0; icmp type destination-unreachable drop; icmpv6 type packet-too-big drop; }\n\
+            }\n";
+        let path = lab.dir().join(format!("noicmp-{node}.nft"));
+        std::fs::write(&path, rules).unwrap();
+        lab.exec_ok(&lab.node_ns(node), &["nft", "-f", path.to_str().unwrap()])
+            .unwrap();
+    }
+    let mtu = lab
+        .exec_ok(&lab.pod_ns("a1", 0), &["ip", "-o", "link"])
+        .unwrap();
+    assert!(mtu.contains("mtu 1500"), "{mtu}");
+    // The black hole is real: a full-size DF packet neither passes nor gets an ICMP back.
+    let b1 = lab.pod_ip("b1", 0).to_string();
+    let big = lab.exec(
+        &lab.pod_ns("a1", 0),
+        &["ping", "-M", "do", "-s", "1472", "-c", "2", "-W", "1", &b1],
+    );
+    assert!(!big.status.success(), "1500-byte DF ping passed: {big:?}");
+    let small = lab.exec(
+        &lab.pod_ns("a1", 0),
+        &["ping", "-M", "do", "-s", "1300", "-c", "1", "-W", "1", &b1],
+    );
+    assert!(small.status.success(), "{small:?}");
+    for (from, to, port) in [("a1", "b1", 7400), ("b1", "a1", 7401)] {
+        tcp_transfer(
+            &lab.pod_ns(from, 0),
+            &lab.pod_ns(to, 0),
+            IpAddr::V4(lab.pod_ip(to, 0)),
+            port,
+            10 * MIB,
+        )
+        .unwrap_or_else(|e| panic!("{from} -> {to}: {e:#}"));
+    }
+    let table = nft_tables(&lab, "a1");
+    assert!(table.contains("sdn_tunnel"), "{table}");
+}
