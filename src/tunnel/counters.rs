@@ -9,6 +9,7 @@ macro_rules! counters {
         pub struct Counters { $($(#[$doc])* pub $name: AtomicU64,)* }
 
         #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
         pub struct CountersSnapshot { $(#[serde(default)] pub $name: u64,)* }
 
         impl Counters {
