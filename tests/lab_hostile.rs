@@ -171,7 +171,7 @@ fn hostile_datagrams_are_dropped_counted_and_harmless() {
     let rss_before = rss_kib(pid);
 
     let mut sent = 0u64;
-    let mut pace = |sent: &mut u64| {
+    let pace = |sent: &mut u64| {
         *sent += 1;
         // Keep below what one receive buffer absorbs, so drops are the agent's, not the kernel's.
         if *sent % 2000 == 0 {
