@@ -287,5 +287,35 @@ fn hostile_datagrams_are_dropped_counted_and_harmless() {
         drain(&sink, 20) >= 19,
         "fresh probe packets no longer delivered"
     );
+
+    // Roaming: the same peer now sends from another port; its endpoint follows.
+    let sock2 = in_netns(&lab.node_ns("b2"), || UdpSocket::bind("0.0.0.0:0").unwrap()).unwrap();
+    let pkt = ipv4_udp(PROBE_IP, pod_ip, SINK_PORT, b"roamed");
+    if let TunnResult::WriteToNetwork(d) = tunn.encapsulate(&pkt, &mut out) {
+        sock2.send_to(d, a1_ep).unwrap();
+    }
+    assert_eq!(
+        drain(&sink, 1),
+        1,
+        "packet from the new address not delivered"
+    );
+    let want = format!(
+        "{}:{}",
+        lab.node_underlay_ip("b2"),
+        sock2.local_addr().unwrap().port()
+    );
+    let st: serde_json::Value = serde_json::from_str(&lab.status("a1", true)).unwrap();
+    let probe = st["agent"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "x1")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        probe["endpoint"],
+        want.as_str(),
+        "endpoint did not roam: {probe}"
+    );
     assert!(lab.agent_running("a1"));
 }
