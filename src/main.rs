@@ -94,6 +94,21 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// A parent may have left SIGTERM/SIGINT blocked (the mask is inherited across exec); the
+/// agent's clean shutdown depends on receiving them, so unblock them before any thread starts.
+fn unblock_shutdown_signals() {
+    // SAFETY: plain sigset manipulation on a local set, then pthread_sigmask on this thread
+    // before any other thread exists (threads inherit the mask).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -123,6 +138,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             init_logs(log_format);
+            unblock_shutdown_signals();
             runtime()?.block_on(sdn_tunnel::agent::run(cfg))?;
         }
         Command::Status {
