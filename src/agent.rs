@@ -96,6 +96,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
     tracing::info!("shutting down: removing our routes, nft table and device");
     tasks.abort_all();
+    device.stop();
     teardown(&cfg, &routes).await;
     drop(device);
     outcome
