@@ -22,7 +22,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         tracing::warn!(remote = %r.remote, object = %r.object, reason = %r.reason, "rejected");
     }
 
-    if host::enable_ip_forward().context("enable IP forwarding")? {
+    let any_ipv6 = cfg.all_cidrs().any(|n| n.is_ipv6());
+    if host::enable_ip_forward(any_ipv6).context("enable IP forwarding")? {
         tracing::info!("enabled IP forwarding (needed to forward pod traffic into the tunnel)");
     }
     let tun = Tun::create(&t.device).context("create the tunnel device")?;

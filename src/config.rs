@@ -174,6 +174,22 @@ fn default_run_dir() -> PathBuf {
     PathBuf::from(DEFAULT_RUN_DIR)
 }
 
+impl Config {
+    /// Every pod and service CIDR of the local cluster and of all remotes.
+    pub fn all_cidrs(&self) -> impl Iterator<Item = &IpNetwork> {
+        let local = self
+            .cluster
+            .pod_cidrs
+            .iter()
+            .chain(&self.cluster.service_cidrs);
+        let remotes = self
+            .remotes
+            .iter()
+            .flat_map(|r| r.pod_cidrs.iter().chain(&r.service_cidrs));
+        local.chain(remotes)
+    }
+}
+
 impl TunnelConfig {
     pub fn uapi_socket_path(&self) -> PathBuf {
         self.run_dir

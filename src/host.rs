@@ -6,22 +6,26 @@ use std::path::{Path, PathBuf};
 
 const PROC_SYS: &str = "/proc/sys";
 
-/// Turns on IPv4 forwarding (`net.ipv4.ip_forward=1`) and, if the host has IPv6, IPv6
-/// forwarding (`net.ipv6.conf.all.forwarding=1`). Returns true if it changed anything.
+/// Turns on IPv4 forwarding (`net.ipv4.ip_forward=1`) and, only when `ipv6` (some pod/service
+/// CIDR is IPv6) and the host has IPv6, IPv6 forwarding (`net.ipv6.conf.all.forwarding=1`).
+/// Returns true if it changed anything.
 ///
-/// Note: with `net.ipv6.conf.<dev>.accept_ra=1` (the default) the kernel stops accepting
-/// router advertisements on an interface once forwarding is on; hosts that get their IPv6
-/// default route from RAs need `accept_ra=2` there.
-pub fn enable_ip_forward() -> io::Result<bool> {
-    enable_ip_forward_in(Path::new(PROC_SYS))
+/// IPv6 forwarding is not switched on needlessly: with `net.ipv6.conf.<dev>.accept_ra=1` (the
+/// default) the kernel stops accepting router advertisements once forwarding is on, and hosts
+/// that get their IPv6 default route from RAs would lose it (they need `accept_ra=2`).
+pub fn enable_ip_forward(ipv6: bool) -> io::Result<bool> {
+    enable_ip_forward_in(Path::new(PROC_SYS), ipv6)
 }
 
-fn enable_ip_forward_in(root: &Path) -> io::Result<bool> {
+fn enable_ip_forward_in(root: &Path, ipv6: bool) -> io::Result<bool> {
     let mut changed = false;
     for (path, optional) in [
         ("net/ipv4/ip_forward", false),
         ("net/ipv6/conf/all/forwarding", true),
     ] {
+        if optional && !ipv6 {
+            continue;
+        }
         let file = root.join(path);
         if optional && !file.exists() {
             continue;
@@ -136,18 +140,26 @@ mod tests {
     #[test]
     fn ip_forward_is_enabled_once() {
         let dir = fake_proc("0\n", Some("0\n"));
-        assert!(enable_ip_forward_in(dir.path()).unwrap());
+        assert!(enable_ip_forward_in(dir.path(), true).unwrap());
         assert_eq!(read(&dir, "net/ipv4/ip_forward"), "1");
         assert_eq!(read(&dir, "net/ipv6/conf/all/forwarding"), "1");
-        assert!(!enable_ip_forward_in(dir.path()).unwrap());
+        assert!(!enable_ip_forward_in(dir.path(), true).unwrap());
+    }
+
+    #[test]
+    fn ipv6_forwarding_left_alone_without_ipv6_cidrs() {
+        let dir = fake_proc("0\n", Some("0\n"));
+        assert!(enable_ip_forward_in(dir.path(), false).unwrap());
+        assert_eq!(read(&dir, "net/ipv4/ip_forward"), "1");
+        assert_eq!(read(&dir, "net/ipv6/conf/all/forwarding"), "0");
     }
 
     #[test]
     fn ip_forward_without_ipv6() {
         let dir = fake_proc("1\n", None);
-        assert!(!enable_ip_forward_in(dir.path()).unwrap());
+        assert!(!enable_ip_forward_in(dir.path(), true).unwrap());
         let dir = fake_proc("0\n", None);
-        assert!(enable_ip_forward_in(dir.path()).unwrap());
+        assert!(enable_ip_forward_in(dir.path(), true).unwrap());
         assert!(!dir.path().join("net/ipv6").exists());
     }
 

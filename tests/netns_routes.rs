@@ -444,7 +444,7 @@ async fn link_scenario(routes: &Routes) {
 fn sysctl_scenario() {
     // A fresh namespace starts with forwarding off.
     assert_eq!(host::read_sysctl("net.ipv4.ip_forward").unwrap(), "0");
-    assert!(host::enable_ip_forward().unwrap());
+    assert!(host::enable_ip_forward(true).unwrap());
     assert_eq!(host::read_sysctl("net.ipv4.ip_forward").unwrap(), "1");
     if std::path::Path::new("/proc/sys/net/ipv6/conf/all/forwarding").exists() {
         assert_eq!(
@@ -452,7 +452,7 @@ fn sysctl_scenario() {
             "1"
         );
     }
-    assert!(!host::enable_ip_forward().unwrap());
+    assert!(!host::enable_ip_forward(true).unwrap());
 
     host::set_rp_filter_loose(DEV).unwrap();
     assert_eq!(
