@@ -549,7 +549,9 @@ impl Lab {
         let bin = self.bin()?.to_string_lossy().into_owned();
         let cfg = self.agent_config_path(node).to_string_lossy().into_owned();
         let mut cmd = netns::command(&n.ns, &[bin.as_str(), "agent", "--config", cfg.as_str()]);
+        // Plain log files: no ANSI colours (tracing-subscriber honours NO_COLOR).
         cmd.env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
