@@ -226,7 +226,9 @@ fn restart_recovers_and_leaves_nothing_behind() {
     let lab = lab(LabOptions::default());
     let (a1_pod, b1_pod) = (lab.pod_ns("a1", 0), IpAddr::V4(lab.pod_ip("b1", 0)));
 
-    // SIGTERM: exits 0 within 2 s and removes routes, nft table and device.
+    // SIGTERM right after heavy traffic: exits 0 within 2 s and removes routes, nft table
+    // and device.
+    tcp_transfer(&a1_pod, &lab.pod_ns("b1", 0), b1_pod, 7050, 20 * MIB).unwrap();
     let t0 = Instant::now();
     let st = lab
         .stop_agent("a1", libc::SIGTERM)
@@ -237,6 +239,7 @@ fn restart_recovers_and_leaves_nothing_behind() {
         "agent exited with {st:?}\n{}",
         lab.agent_log("a1")
     );
+    eprintln!("SIGTERM -> exit in {:?}", t0.elapsed());
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     assert!(
         our_routes(&lab, "a1").is_empty(),

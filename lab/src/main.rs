@@ -122,7 +122,7 @@ static CURRENT: Mutex<Option<String>> = Mutex::new(None);
 
 /// Ctrl-C / SIGTERM: tear down the lab being built or shown, then exit. Signals are blocked
 /// in every thread and taken by one waiting thread, so the teardown does not race the main
-/// thread's work in a signal handler. (Children get an empty mask from std's spawn.)
+/// thread's work in a signal handler. (Children get an empty mask: see `netns::command`.)
 fn install_signal_teardown() {
     // SAFETY: signal-mask manipulation with valid, initialized sets.
     unsafe {

@@ -21,6 +21,17 @@ pub fn command<S: AsRef<OsStr>>(ns: &str, args: &[S]) -> Command {
         cmd.arg("netns").arg("exec").arg(ns).args(args);
     }
     cmd.stdin(Stdio::null());
+    // sdn-lab blocks SIGINT/SIGTERM/SIGHUP in all its threads (a sigwait thread handles them);
+    // the mask survives exec, so clear it or agents and wireguard-go would ignore SIGTERM.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
     cmd
 }
 
