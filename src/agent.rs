@@ -28,6 +28,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     let tun = Tun::create(&t.device).context("create the tunnel device")?;
     let routes = Routes::new(t.route_protocol).context("open rtnetlink")?;
+    // Before the link goes up, so no router solicitation or MLD report is ever sent into it.
+    if !any_ipv6 {
+        host::disable_ipv6_on(&t.device).context("disable IPv6 on the tunnel device")?;
+    }
     link::set_up_with_mtu(routes.handle(), &t.device, t.mtu as u32)
         .await
         .with_context(|| format!("bring {} up with mtu {}", t.device, t.mtu))?;

@@ -56,6 +56,22 @@ fn set_rp_filter_loose_in(root: &Path, device: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Turns IPv6 off on our tunnel device when no configured CIDR is IPv6: otherwise the kernel
+/// sends router solicitations and MLD reports into the tunnel, which match no peer and would
+/// show up as `no-peer` drops. Does nothing if the host has no IPv6.
+pub fn disable_ipv6_on(device: &str) -> io::Result<()> {
+    disable_ipv6_on_in(Path::new(PROC_SYS), device)
+}
+
+fn disable_ipv6_on_in(root: &Path, device: &str) -> io::Result<()> {
+    check_device_name(device)?;
+    let file = root.join("net/ipv6/conf").join(device).join("disable_ipv6");
+    if file.exists() {
+        set_if_different(&file, "1")?;
+    }
+    Ok(())
+}
+
 /// Reads a sysctl, trimmed. `path` is either relative to `/proc/sys` with slashes
 /// (`net/ipv4/conf/eth0.100/rp_filter`; use this form when a component contains a dot) or in
 /// dotted sysctl form (`net.ipv4.ip_forward`); an absolute `/proc/sys/...` path also works.
@@ -161,6 +177,17 @@ mod tests {
         let dir = fake_proc("0\n", None);
         assert!(enable_ip_forward_in(dir.path(), true).unwrap());
         assert!(!dir.path().join("net/ipv6").exists());
+    }
+
+    #[test]
+    fn ipv6_disabled_on_device_only_if_present() {
+        let dir = fake_proc("1", Some("1"));
+        disable_ipv6_on_in(dir.path(), "sdn0").unwrap(); // no conf/sdn0: nothing to do
+        fs::create_dir_all(dir.path().join("net/ipv6/conf/sdn0")).unwrap();
+        fs::write(dir.path().join("net/ipv6/conf/sdn0/disable_ipv6"), "0\n").unwrap();
+        disable_ipv6_on_in(dir.path(), "sdn0").unwrap();
+        assert_eq!(read(&dir, "net/ipv6/conf/sdn0/disable_ipv6"), "1");
+        assert!(disable_ipv6_on_in(dir.path(), "../x").is_err());
     }
 
     #[test]

@@ -91,6 +91,10 @@ fn pods_talk_across_clusters_every_node_pair_both_ways() {
             assert!(p["rxBytes"].as_u64().unwrap() > MIB, "{node}: {p}");
         }
         assert_eq!(our_routes(&lab, node).len(), 2, "{node}");
+        // Nothing leaked into the tunnel that no peer owns (e.g. IPv6 ND/MLD noise).
+        let c = &st["agent"]["counters"];
+        assert_eq!(c["droppedNoPeer"], 0, "{node}: {c}");
+        assert_eq!(c["droppedBadSource"], 0, "{node}: {c}");
     }
 }
 
