@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+bash scripts/check-manifests.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 if [[ $(id -u) -eq 0 ]]; then

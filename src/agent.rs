@@ -4,23 +4,41 @@
 use crate::config::Config;
 use crate::control::{self, AgentFacts};
 use crate::tunnel::{tun::Tun, uapi, udp::Udp, Device};
-use crate::{host, link, model, nft, routes::Routes};
+use crate::{host, link, nft, routes::Routes};
 use anyhow::{Context, Result};
+use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Notify};
 
 /// How often routes and the nft table are re-checked (self-heal if someone removed them).
 const RESYNC: Duration = Duration::from_secs(30);
 
+mod advertise;
+mod key_watch;
+mod remotes;
+
+/// How often the key file is checked for a rotation.
+const KEY_POLL: Duration = Duration::from_secs(5);
+/// Lets a burst of source updates settle into one re-plan.
+const REPLAN_DEBOUNCE: Duration = Duration::from_millis(50);
+
 pub async fn run(cfg: Config) -> Result<()> {
-    let key = cfg.load_private_key()?;
     let t = &cfg.tunnel;
-    let desired = model::plan(&cfg);
-    for r in &desired.rejected {
-        tracing::warn!(remote = %r.remote, object = %r.object, reason = %r.reason, "rejected");
+    let local_api = if cfg.advertises() {
+        cfg.local_api()
+    } else {
+        None
+    };
+    if local_api.is_some()
+        && crate::keys::create_private_key_file_if_absent(&t.private_key_file)
+            .with_context(|| format!("create {}", t.private_key_file.display()))?
+    {
+        tracing::info!(path = %t.private_key_file.display(), "generated a new private key");
     }
+    let key = cfg.load_private_key()?;
 
     let any_ipv6 = cfg.all_cidrs().any(|n| n.is_ipv6());
     if host::enable_ip_forward(any_ipv6).context("enable IP forwarding")? {
@@ -47,28 +65,56 @@ pub async fn run(cfg: Config) -> Result<()> {
         udp_sndbuf = snd,
         "tunnel up"
     );
-    let changes = device.set_peers(&desired.peers);
-    for p in &changes.added {
-        tracing::info!(peer = %p, "peer added");
-    }
 
-    let (src4, src6) = source_addresses(&cfg, &routes).await?;
     let facts = Arc::new(RwLock::new(AgentFacts {
         cluster: cfg.cluster.name.clone(),
         node: cfg.node_name().to_string(),
         started_at_unix: control::now_unix(),
-        rejected: desired.rejected.clone(),
+        ..Default::default()
     }));
-
     let mut tasks = tokio::task::JoinSet::new();
+    let mut remotes = remotes::Remotes::start(&cfg, &mut tasks);
+    let desired = remotes.apply(&cfg, &device, &facts);
+
+    let key_changed = Arc::new(Notify::new());
+    let (own_cidrs_tx, mut own_cidrs) = watch::channel(None);
+    match &local_api {
+        Some(api) => {
+            tracing::info!(%api, node = %cfg.node_name(), "advertising this node's key and endpoint");
+            tasks.spawn(
+                advertise::AdvertiseTask {
+                    api: api.clone(),
+                    node_name: cfg.node_name().to_string(),
+                    policy: t.endpoint,
+                    listen_port: device.listen_port,
+                    device: device.clone(),
+                    key_changed: key_changed.clone(),
+                    facts: facts.clone(),
+                    pod_cidrs: own_cidrs_tx,
+                }
+                .run(),
+            );
+        }
+        None => tracing::info!(
+            "not advertising on our Node (no local API: set cluster.kubeconfig or $KUBECONFIG, \
+             or run in a pod; node.advertise: never turns this message off)"
+        ),
+    }
     tasks.spawn(device.clone().run());
     tasks.spawn(uapi::serve(device.clone(), t.uapi_socket_path()));
     tasks.spawn(control::serve(
         device.clone(),
-        facts,
+        facts.clone(),
         t.control_socket_path(),
     ));
 
+    // The source address for host traffic needs this node's pod CIDRs; with no node.podCIDRs
+    // configured they come from our Node, so give the first advertisement a moment.
+    if cfg.node.pod_cidrs.is_empty() && local_api.is_some() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), own_cidrs.changed()).await;
+    }
+    let mut node_cidrs = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
+    let (mut src4, mut src6) = source_addresses(&cfg, &node_cidrs, &routes).await?;
     let ruleset = nft::mss_clamp_ruleset(&t.nft_table(), &t.device, t.mtu);
     sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, true).await?;
     tracing::info!(
@@ -77,20 +123,45 @@ pub async fn run(cfg: Config) -> Result<()> {
         "ready"
     );
 
+    let mut key_watch = key_watch::KeyWatch::new(t.private_key_file.clone());
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut resync = tokio::time::interval(RESYNC);
     resync.tick().await;
+    let mut key_tick = tokio::time::interval(KEY_POLL);
     let outcome: Result<()> = loop {
         tokio::select! {
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
             Some(res) = tasks.join_next() => {
                 break Err(match res {
-                    Ok(Ok(())) => anyhow::anyhow!("a device task ended unexpectedly"),
-                    Ok(Err(e)) => anyhow::Error::from(e).context("device task failed"),
-                    Err(e) => anyhow::Error::from(e).context("device task panicked"),
+                    Ok(Ok(())) => anyhow::anyhow!("an agent task ended unexpectedly"),
+                    Ok(Err(e)) => anyhow::Error::from(e).context("agent task failed"),
+                    Err(e) => anyhow::Error::from(e).context("agent task panicked"),
                 });
+            }
+            _ = remotes.changed.notified() => {
+                tokio::time::sleep(REPLAN_DEBOUNCE).await;
+                remotes.apply(&cfg, &device, &facts);
+            }
+            _ = key_tick.tick() => {
+                if let Some(k) = key_watch.poll() {
+                    if device.set_private_key(k) {
+                        tracing::info!(public_key = %crate::keys::encode_key(&device.public_key()),
+                            "private key rotated; sessions re-handshake");
+                        key_changed.notify_one();
+                    }
+                }
+            }
+            Ok(()) = own_cidrs.changed() => {
+                let now = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
+                if now != node_cidrs {
+                    node_cidrs = now;
+                    (src4, src6) = source_addresses(&cfg, &node_cidrs, &routes).await?;
+                    if let Err(e) = sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, false).await {
+                        tracing::warn!(error = %format!("{e:#}"), "route update failed; will retry");
+                    }
+                }
             }
             _ = resync.tick() => {
                 if let Err(e) = sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, false).await {
@@ -105,6 +176,14 @@ pub async fn run(cfg: Config) -> Result<()> {
     teardown(&cfg, &routes).await;
     drop(device);
     outcome
+}
+
+/// This node's pod CIDRs: from the config, else from our Node.
+fn node_pod_cidrs(cfg: &Config, own: &Option<Vec<IpNetwork>>) -> Vec<IpNetwork> {
+    if !cfg.node.pod_cidrs.is_empty() {
+        return cfg.node.pod_cidrs.clone();
+    }
+    own.clone().unwrap_or_default()
 }
 
 async fn sync_kernel(
@@ -144,6 +223,7 @@ async fn sync_kernel(
 /// address inside this node's pod CIDRs (e.g. the CNI bridge gateway).
 async fn source_addresses(
     cfg: &Config,
+    node_cidrs: &[IpNetwork],
     routes: &Routes,
 ) -> Result<(Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>)> {
     if let Some(ip) = cfg.node.source_ip {
@@ -153,7 +233,7 @@ async fn source_addresses(
         });
     }
     let (v4, v6) = routes
-        .find_local_source(&cfg.node.pod_cidrs)
+        .find_local_source(node_cidrs)
         .await
         .context("look for a local address inside node.podCIDRs")?;
     if v4.is_none() && v6.is_none() {

@@ -42,6 +42,74 @@ pub struct ClusterConfig {
     pub pod_cidrs: Vec<IpNetwork>,
     #[serde(rename = "serviceCIDRs", default)]
     pub service_cidrs: Vec<IpNetwork>,
+    /// Kubeconfig for the local cluster's API (self-advertisement). Default: `$KUBECONFIG`,
+    /// else the in-cluster service account when running in a pod.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Whether the agent annotates its own Node with its public key and endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Advertise {
+    /// When the local API is known (cluster.kubeconfig, $KUBECONFIG or in a pod).
+    #[default]
+    Auto,
+    /// Required: the agent fails to start without a local API.
+    Always,
+    Never,
+}
+
+/// Which address other clusters should send our tunnel traffic to (`tunnel.endpoint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum EndpointPolicy {
+    #[default]
+    NodeInternalIp,
+    NodeExternalIp,
+    /// An address; the port is `tunnel.listenPort`.
+    LiteralIp(IpAddr),
+    /// Address and port (e.g. a NAT's public side).
+    Literal(std::net::SocketAddr),
+}
+
+impl TryFrom<String> for EndpointPolicy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "nodeInternalIP" => Ok(EndpointPolicy::NodeInternalIp),
+            "nodeExternalIP" => Ok(EndpointPolicy::NodeExternalIp),
+            _ => {
+                if let Ok(ip) = s.parse::<IpAddr>() {
+                    Ok(EndpointPolicy::LiteralIp(ip))
+                } else if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+                    Ok(EndpointPolicy::Literal(a))
+                } else {
+                    Err(format!(
+                        "tunnel.endpoint: '{s}' is neither nodeInternalIP, nodeExternalIP, an IP address nor \
+                         address:port"
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl From<EndpointPolicy> for String {
+    fn from(p: EndpointPolicy) -> String {
+        p.to_string()
+    }
+}
+
+impl std::fmt::Display for EndpointPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndpointPolicy::NodeInternalIp => write!(f, "nodeInternalIP"),
+            EndpointPolicy::NodeExternalIp => write!(f, "nodeExternalIP"),
+            EndpointPolicy::LiteralIp(ip) => write!(f, "{ip}"),
+            EndpointPolicy::Literal(a) => write!(f, "{a}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
@@ -57,6 +125,8 @@ pub struct NodeConfig {
     /// inside `node.podCIDRs` (e.g. the CNI bridge's gateway address).
     #[serde(rename = "sourceIP", default)]
     pub source_ip: Option<IpAddr>,
+    #[serde(default)]
+    pub advertise: Advertise,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -81,6 +151,9 @@ pub struct TunnelConfig {
     /// (`<runDir>/sdn-tunnel/<device>.sock`) live.
     #[serde(default = "default_run_dir")]
     pub run_dir: PathBuf,
+    /// Advertised endpoint: nodeInternalIP (default), nodeExternalIP, an IP, or address:port.
+    #[serde(default)]
+    pub endpoint: EndpointPolicy,
 }
 
 impl Default for TunnelConfig {
@@ -94,6 +167,7 @@ impl Default for TunnelConfig {
             route_protocol: default_route_protocol(),
             udp_buffer_bytes: default_udp_buffer_bytes(),
             run_dir: default_run_dir(),
+            endpoint: EndpointPolicy::default(),
         }
     }
 }
@@ -124,6 +198,12 @@ pub struct RemoteConfig {
     pub service_cidrs: Vec<IpNetwork>,
     #[serde(rename = "static", default)]
     pub static_source: Option<StaticSource>,
+    /// Live source: a read-only kubeconfig for the remote cluster's API.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in that kubeconfig (default: its current-context).
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]

@@ -3,6 +3,7 @@
 //! (routes, link) status reads from the kernel itself.
 
 use crate::model::Rejected;
+use crate::source::SourceKind;
 use crate::tunnel::counters::CountersSnapshot;
 use crate::tunnel::Device;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,42 @@ pub struct AgentStatus {
     pub peers: Vec<PeerStatus>,
     pub counters: CountersSnapshot,
     pub rejected: Vec<Rejected>,
+    #[serde(default)]
+    pub remotes: Vec<RemoteStatus>,
+    #[serde(default)]
+    pub advertisement: Option<AdvertiseStatus>,
+}
+
+/// One remote cluster as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteStatus {
+    pub name: String,
+    pub source: SourceKind,
+    pub synced: bool,
+    pub last_sync_unix: Option<u64>,
+    /// Set while the remote's API is failing; we keep serving the last good snapshot.
+    pub stale_since_unix: Option<u64>,
+    pub last_error: Option<String>,
+    /// Nodes that advertise a key (before confinement).
+    pub nodes: usize,
+    /// Peers programmed from this remote.
+    pub peers: usize,
+    pub services: usize,
+    pub endpoints: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Our own Node's annotations (self-advertisement).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdvertiseStatus {
+    /// Where the local API is (kubeconfig path or in-cluster).
+    pub api: String,
+    pub endpoint: Option<String>,
+    pub endpoint_override: Option<String>,
+    pub last_ok_unix: Option<u64>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -50,6 +87,8 @@ pub struct AgentFacts {
     pub node: String,
     pub started_at_unix: u64,
     pub rejected: Vec<Rejected>,
+    pub remotes: Vec<RemoteStatus>,
+    pub advertisement: Option<AdvertiseStatus>,
 }
 
 pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
@@ -89,6 +128,8 @@ pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
             .collect(),
         counters: dev.counters.snapshot(),
         rejected: facts.rejected.clone(),
+        remotes: facts.remotes.clone(),
+        advertisement: facts.advertisement.clone(),
     }
 }
 

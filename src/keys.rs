@@ -90,6 +90,35 @@ pub fn write_private_key_file(path: &Path, key: &[u8; 32]) -> io::Result<()> {
     writeln!(f, "{}", encode_key(key))
 }
 
+/// Creates a fresh private key file (0600, parent directory 0700 if it has to be created)
+/// unless one exists. Returns true if it created one. O_EXCL, so two agents racing on the
+/// same path can't both write.
+pub fn create_private_key_file_if_absent(path: &Path) -> io::Result<bool> {
+    use std::io::Write;
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    let mut f = match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    writeln!(f, "{}", encode_key(&generate_private()))?;
+    f.sync_all()?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +153,24 @@ mod tests {
         assert!(parse_key("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!=").is_err());
         // 33 bytes of base64 is not a key
         assert!(parse_key(&B64.encode([0u8; 33])).is_err());
+    }
+
+    #[test]
+    fn key_file_created_once_with_mode_600() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/dir/k");
+        assert!(create_private_key_file_if_absent(&p).unwrap());
+        let k = read_private_key_file(&p).unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = fs::metadata(p.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
+        assert!(!create_private_key_file_if_absent(&p).unwrap());
+        assert_eq!(read_private_key_file(&p).unwrap(), k);
     }
 
     #[test]

@@ -12,5 +12,6 @@ pub mod link;
 pub mod model;
 pub mod nft;
 pub mod routes;
+pub mod source;
 pub mod status;
 pub mod tunnel;

@@ -23,7 +23,7 @@ pub struct DesiredPeer {
 }
 
 /// An input that `plan()` refused to program.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct Rejected {
     pub remote: String,
     /// e.g. "peer <key>" or "node b1".
@@ -31,11 +31,20 @@ pub struct Rejected {
     pub reason: String,
 }
 
+/// A remote service, confined: ClusterIPs inside the remote's serviceCIDRs, endpoints inside
+/// its podCIDRs. Consumed by the proxy and DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredService {
+    pub remote: String,
+    pub service: crate::source::RemoteService,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Desired {
     pub peers: Vec<DesiredPeer>,
     /// Destinations routed into the tunnel device: every remote's pod and service CIDRs.
     pub routes: Vec<IpNetwork>,
+    pub services: Vec<DesiredService>,
     pub rejected: Vec<Rejected>,
 }
 
@@ -44,4 +53,4 @@ pub fn ser_key<S: serde::Serializer>(k: &[u8; 32], s: S) -> Result<S::Ok, S::Err
 }
 
 mod plan;
-pub use plan::plan;
+pub use plan::{plan, static_snapshots, Snapshots};

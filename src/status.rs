@@ -1,8 +1,9 @@
 //! `sdn-tunnel status`: what the running system holds, rendered like `wg show` (peers) plus our
 //! routes and drop counters. Gathering does I/O; rendering is pure and unit-tested.
 
-use crate::control::AgentStatus;
+use crate::control::{AdvertiseStatus, AgentStatus, RemoteStatus};
 use crate::routes::OurRoute;
+use crate::source::SourceKind;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -104,12 +105,16 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
                 c.dropped_tun_write,
                 c.dropped_udp_send
             );
-            if !a.rejected.is_empty() {
+            if let Some(adv) = &a.advertisement {
+                render_advertisement(&mut s, adv, now_unix);
+            }
+            if a.remotes.is_empty() && !a.rejected.is_empty() {
                 let _ = writeln!(s, "rejected inputs:");
                 for rej in &a.rejected {
                     let _ = writeln!(s, "  {} {}: {}", rej.remote, rej.object, rej.reason);
                 }
             }
+            render_remotes(&mut s, &a.remotes, now_unix);
         }
         None => {
             let _ = writeln!(
@@ -137,6 +142,64 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
         s.push('\n');
     }
     s
+}
+
+fn render_advertisement(s: &mut String, a: &AdvertiseStatus, now_unix: u64) {
+    let _ = write!(
+        s,
+        "advertised on our Node via {}: endpoint {}",
+        a.api,
+        a.endpoint.as_deref().unwrap_or("(none)")
+    );
+    if let Some(o) = &a.endpoint_override {
+        let _ = write!(s, " (override {o})");
+    }
+    match (a.last_ok_unix, &a.last_error) {
+        (_, Some(e)) => {
+            let _ = writeln!(s, "; FAILING: {e}");
+        }
+        (Some(t), None) => {
+            let _ = writeln!(s, "; checked {}", ago(now_unix.saturating_sub(t)));
+        }
+        (None, None) => {
+            let _ = writeln!(s, "; pending");
+        }
+    }
+}
+
+fn render_remotes(s: &mut String, remotes: &[RemoteStatus], now_unix: u64) {
+    if remotes.is_empty() {
+        return;
+    }
+    s.push('\n');
+    let _ = writeln!(s, "remotes:");
+    for r in remotes {
+        let source = match r.source {
+            SourceKind::Static => "static",
+            SourceKind::Kube => "kube",
+        };
+        let state = match (r.synced, r.stale_since_unix) {
+            (_, Some(t)) => format!("STALE since {}", ago(now_unix.saturating_sub(t))),
+            (true, None) => "synced".to_string(),
+            (false, None) => "syncing".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "  {} ({source}): {state}; peers {}/{} nodes, services {}, endpoints {}, rejected {}",
+            r.name,
+            r.peers,
+            r.nodes,
+            r.services,
+            r.endpoints,
+            r.rejected.len()
+        );
+        if let Some(e) = &r.last_error {
+            let _ = writeln!(s, "    error: {e}");
+        }
+        for rej in &r.rejected {
+            let _ = writeln!(s, "    rejected {}: {}", rej.object, rej.reason);
+        }
+    }
 }
 
 fn join_or_none(v: &[String]) -> String {
@@ -245,6 +308,62 @@ mod tests {
         assert!(t.contains("latest handshake: 5 seconds ago"), "{t}");
         assert!(t.contains("transfer: 2.00 KiB received, 10 B sent"), "{t}");
         assert!(t.contains("10.132.0.0/14 dev sdn0 src 10.128.0.1"), "{t}");
+
+        let a = r.agent.as_mut().unwrap();
+        a.remotes = vec![
+            RemoteStatus {
+                name: "west".into(),
+                source: SourceKind::Kube,
+                synced: true,
+                last_sync_unix: Some(990),
+                stale_since_unix: Some(970),
+                last_error: Some("connection refused".into()),
+                nodes: 3,
+                peers: 2,
+                services: 10,
+                endpoints: 25,
+                rejected: vec![crate::model::Rejected {
+                    remote: "west".into(),
+                    object: "node evil".into(),
+                    reason: "podCIDR 10.128.0.0/24 is outside remote west podCIDRs".into(),
+                }],
+            },
+            RemoteStatus {
+                name: "north".into(),
+                source: SourceKind::Static,
+                synced: true,
+                last_sync_unix: Some(990),
+                stale_since_unix: None,
+                last_error: None,
+                nodes: 1,
+                peers: 1,
+                services: 0,
+                endpoints: 0,
+                rejected: vec![],
+            },
+        ];
+        a.advertisement = Some(AdvertiseStatus {
+            api: "kubeconfig /k".into(),
+            endpoint: Some("10.0.0.1:51820".into()),
+            endpoint_override: None,
+            last_ok_unix: Some(940),
+            last_error: None,
+        });
+        let t = render_text(&r, 1000);
+        assert!(
+            t.contains("west (kube): STALE since 30 seconds ago; peers 2/3 nodes, services 10, endpoints 25, rejected 1"),
+            "{t}"
+        );
+        assert!(t.contains("    error: connection refused"), "{t}");
+        assert!(
+            t.contains("    rejected node evil: podCIDR 10.128.0.0/24 is outside"),
+            "{t}"
+        );
+        assert!(t.contains("north (static): synced; peers 1/1 nodes"), "{t}");
+        assert!(
+            t.contains("advertised on our Node via kubeconfig /k: endpoint 10.0.0.1:51820; checked 1 minute ago"),
+            "{t}"
+        );
 
         r.agent = None;
         r.agent_error = Some("connection refused".into());

@@ -3,7 +3,7 @@
 //! reports every problem at once, each naming the offending field by its YAML path
 //! (e.g. `remotes[0].static.peers[2].publicKey`).
 
-use super::{Config, ProxyBackend, RemoteConfig, StaticPeer};
+use super::{Advertise, Config, ProxyBackend, RemoteConfig, StaticPeer};
 use crate::cidr;
 use crate::keys::{self, KeyError};
 use ipnetwork::IpNetwork;
@@ -76,8 +76,19 @@ impl Config {
         let env = std::env::var("NODE_NAME").ok();
         let cfg = Self::parse_unvalidated(&text, env.as_deref())?;
         let mut errors = cfg.field_errors();
-        if let Err(e) = keys::read_private_key_file(&cfg.tunnel.private_key_file) {
-            errors.push(key_file_error(e));
+        match keys::read_private_key_file(&cfg.tunnel.private_key_file) {
+            // With self-advertisement the agent creates the key and publishes it itself.
+            Err(KeyError::Missing { .. }) if cfg.advertises() => {}
+            Err(e) => errors.push(key_file_error(e)),
+            Ok(_) => {}
+        }
+        if cfg.node.advertise == Advertise::Always && cfg.local_api().is_none() {
+            errors.push(FieldError {
+                field: "node.advertise".into(),
+                reason: "'always' needs the local cluster's API: set cluster.kubeconfig or \
+                         $KUBECONFIG, or run in a pod"
+                    .into(),
+            });
         }
         if errors.is_empty() {
             Ok(cfg)
@@ -94,6 +105,20 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError::Invalid(errors))
+        }
+    }
+
+    /// Where the local cluster's API is (cluster.kubeconfig, $KUBECONFIG, in-cluster).
+    pub fn local_api(&self) -> Option<crate::source::kube_client::LocalApi> {
+        crate::source::kube_client::local_api(self.cluster.kubeconfig.as_deref())
+    }
+
+    /// Whether the agent will annotate its own Node (and may create its key).
+    pub fn advertises(&self) -> bool {
+        match self.node.advertise {
+            Advertise::Never => false,
+            Advertise::Always => true,
+            Advertise::Auto => self.local_api().is_some(),
         }
     }
 
@@ -174,7 +199,8 @@ impl Checker {
                 "missing; set it or the NODE_NAME environment variable",
             );
         }
-        self.cidr_list("node.podCIDRs", &node.pod_cidrs, true);
+        // Optional: with self-advertisement they come from our Node's spec.podCIDRs.
+        self.cidr_list("node.podCIDRs", &node.pod_cidrs, false);
         for (i, n) in node.pod_cidrs.iter().enumerate() {
             if !cfg.cluster.pod_cidrs.iter().any(|c| cidr::contains(c, n)) {
                 self.err(
@@ -273,9 +299,21 @@ impl Checker {
             }
             self.cidr_list(&format!("{at}.podCIDRs"), &r.pod_cidrs, true);
             self.cidr_list(&format!("{at}.serviceCIDRs"), &r.service_cidrs, false);
-            match &r.static_source {
-                None => self.err(at, "no source; add `static:`"),
-                Some(s) => {
+            if r.context.is_some() && r.kubeconfig.is_none() {
+                self.err(format!("{at}.context"), "only meaningful with `kubeconfig`");
+            }
+            match (&r.static_source, &r.kubeconfig) {
+                (None, None) => self.err(at, "no source; add `kubeconfig:` or `static:`"),
+                (Some(_), Some(_)) => self.err(
+                    format!("{at}.kubeconfig"),
+                    "a remote has one source: `kubeconfig` or `static`, not both",
+                ),
+                (None, Some(p)) => {
+                    if p.as_os_str().is_empty() {
+                        self.err(format!("{at}.kubeconfig"), "empty path");
+                    }
+                }
+                (Some(s), None) => {
                     for (j, p) in s.peers.iter().enumerate() {
                         let at = format!("{at}.static.peers[{j}]");
                         self.peer(&at, r, p, &mut keys_seen);
@@ -624,9 +662,11 @@ mod tests {
         let mut cfg = example();
         cfg.remotes[0].pod_cidrs.clear();
         assert_error(&cfg, "remotes[0].podCIDRs", "at least one");
+        // node.podCIDRs is optional (it can come from our Node), but sourceIP needs it.
         let mut cfg = example();
         cfg.node.pod_cidrs.clear();
-        assert_error(&cfg, "node.podCIDRs", "at least one");
+        cfg.node.source_ip = None;
+        assert!(errors(&cfg).is_empty(), "{:?}", errors(&cfg));
         let mut cfg = example();
         cfg.remotes[0].static_source.as_mut().unwrap().peers[2]
             .pod_cidrs
@@ -794,7 +834,48 @@ mod tests {
     fn remote_without_source() {
         let mut cfg = example();
         cfg.remotes[0].static_source = None;
-        assert_error(&cfg, "remotes[0]", "no source; add `static:`");
+        assert_error(
+            &cfg,
+            "remotes[0]",
+            "no source; add `kubeconfig:` or `static:`",
+        );
+        cfg.remotes[0].kubeconfig = Some("/etc/sdn-tunnel/remotes/west".into());
+        assert!(errors(&cfg).is_empty(), "{:?}", errors(&cfg));
+        cfg.remotes[0].static_source = Some(Default::default());
+        assert_error(&cfg, "remotes[0].kubeconfig", "not both");
+        cfg.remotes[0].kubeconfig = None;
+        cfg.remotes[0].context = Some("west".into());
+        assert_error(
+            &cfg,
+            "remotes[0].context",
+            "only meaningful with `kubeconfig`",
+        );
+    }
+
+    #[test]
+    fn endpoint_policy_parses() {
+        for (v, ok) in [
+            ("nodeInternalIP", true),
+            ("nodeExternalIP", true),
+            ("192.0.2.1", true),
+            ("[2001:db8::1]:4500", true),
+            ("nodeIP", false),
+            ("example.com:51820", false),
+        ] {
+            let text = format!(
+                "cluster: {{name: east, podCIDRs: [10.128.0.0/14]}}\nnode: {{name: a1}}\ntunnel: {{endpoint: '{v}'}}\n"
+            );
+            match Config::parse(&text, None) {
+                Ok(c) => {
+                    assert!(ok, "{v} accepted");
+                    assert_eq!(c.tunnel.endpoint.to_string(), v);
+                }
+                Err(e) => {
+                    assert!(!ok, "{v}: {e}");
+                    assert!(e.to_string().contains("tunnel.endpoint: '"), "{e}");
+                }
+            }
+        }
     }
 
     #[test]

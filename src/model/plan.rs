@@ -1,19 +1,36 @@
-//! `plan()`: config -> desired peers and routes, plus the peers it refused and why.
+//! `plan()`: (config, remote snapshots) -> desired peers, routes and services, plus every
+//! input it refused and why.
 //!
-//! Defense in depth: `Config::validate` already refuses everything rejected here, but `plan()`
-//! checks again so that nothing outside a remote's declared pod CIDRs is ever programmed, even
-//! if a caller skipped validation (or, later, the input came from a remote cluster).
+//! This is where the confinement invariant lives: whatever a remote offers (a node's pod
+//! CIDRs, a ClusterIP, an endpoint IP) must lie inside that remote's CIDRs declared in *our*
+//! config, or it is rejected and never programmed. The config validator refuses bad static
+//! peers too; `plan()` checks again because snapshots may come from a remote cluster's API.
 
-use super::{Desired, DesiredPeer, Rejected};
+use super::{Desired, DesiredPeer, DesiredService, Rejected};
 use crate::cidr;
-use crate::config::{Config, RemoteConfig, StaticPeer};
-use crate::keys;
+use crate::config::{Config, RemoteConfig};
+use crate::source::{static_source, RemoteNode, RemoteService, RemoteSnapshot};
 use ipnetwork::IpNetwork;
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 
-/// Pure: no I/O. Peers in config order; routes = every remote's pod and service CIDRs, in
-/// config order, without duplicates.
-pub fn plan(cfg: &Config) -> Desired {
+/// Remote name -> its latest snapshot. A remote missing here (not synced yet) contributes its
+/// routes but no peers or services.
+pub type Snapshots = HashMap<String, Arc<RemoteSnapshot>>;
+
+/// The snapshots of the config's static remotes (live remotes are added by their sources).
+pub fn static_snapshots(cfg: &Config) -> Snapshots {
+    cfg.remotes
+        .iter()
+        .filter(|r| r.static_source.is_some())
+        .map(|r| (r.name.clone(), Arc::new(static_source::snapshot(r))))
+        .collect()
+}
+
+/// Pure: no I/O. Peers and services in config (remote) order, then snapshot order; routes =
+/// every remote's pod and service CIDRs, in config order, without duplicates.
+pub fn plan(cfg: &Config, snapshots: &Snapshots) -> Desired {
     let keepalive = Some(cfg.tunnel.persistent_keepalive).filter(|&s| s != 0);
     let mut desired = Desired::default();
     // public key -> who claimed it first
@@ -26,77 +43,128 @@ pub fn plan(cfg: &Config) -> Desired {
                 desired.routes.push(net);
             }
         }
-        let peers = remote.static_source.iter().flat_map(|s| &s.peers);
-        for p in peers {
-            let object = peer_label(p);
-            let checked = static_peer(remote, p, keepalive).and_then(|peer| {
-                match claimed.get(&peer.public_key) {
-                    Some(first) => Err(format!("duplicate publicKey (also {first})")),
-                    None => Ok(peer),
-                }
+        let Some(snap) = snapshots.get(&remote.name) else {
+            continue;
+        };
+        desired.rejected.extend(snap.rejected.iter().cloned());
+        let kind = if remote.static_source.is_some() {
+            "peer"
+        } else {
+            "node"
+        };
+        let mut reject = |object: String, reason: String| {
+            desired.rejected.push(Rejected {
+                remote: remote.name.clone(),
+                object,
+                reason,
+            })
+        };
+        for n in &snap.nodes {
+            let label = if n.name.is_empty() {
+                crate::keys::encode_key(&n.public_key)
+            } else {
+                n.name.clone()
+            };
+            let object = format!("{kind} {label}");
+            let checked = confine_node(remote, n).and_then(|()| match claimed.get(&n.public_key) {
+                Some(first) => Err(format!("duplicate publicKey (also {first})")),
+                None => Ok(()),
             });
             match checked {
-                Ok(peer) => {
-                    claimed.insert(
-                        peer.public_key,
-                        format!("{object} of remote {}", remote.name),
-                    );
-                    desired.peers.push(peer);
+                Ok(()) => {
+                    claimed.insert(n.public_key, format!("{object} of remote {}", remote.name));
+                    desired.peers.push(DesiredPeer {
+                        remote: remote.name.clone(),
+                        name: Some(n.name.clone()).filter(|s| !s.is_empty()),
+                        public_key: n.public_key,
+                        endpoint: n.endpoint,
+                        allowed_ips: n.pod_cidrs.iter().map(cidr::network).collect(),
+                        persistent_keepalive: keepalive,
+                    });
                 }
-                Err(reason) => desired.rejected.push(Rejected {
-                    remote: remote.name.clone(),
-                    object,
-                    reason,
-                }),
+                Err(reason) => reject(object, reason),
+            }
+        }
+        for s in &snap.services {
+            let object = format!("service {}", s.key());
+            match confine_service(remote, s) {
+                Ok((service, dropped)) => {
+                    for (ip, why) in dropped {
+                        reject(format!("endpoint {ip} of {object}"), why);
+                    }
+                    desired.services.push(DesiredService {
+                        remote: remote.name.clone(),
+                        service,
+                    });
+                }
+                Err(reason) => reject(object, reason),
             }
         }
     }
     desired
 }
 
-/// One static peer, confined to its remote's declared pod CIDRs.
-fn static_peer(
-    remote: &RemoteConfig,
-    p: &StaticPeer,
-    keepalive: Option<u16>,
-) -> Result<DesiredPeer, String> {
-    let public_key = keys::parse_key(&p.public_key).map_err(|e| format!("publicKey: {e}"))?;
-    let endpoint = p.endpoint_addr().map_err(|e| format!("endpoint: {e}"))?;
-    if p.pod_cidrs.is_empty() {
+fn confine_node(remote: &RemoteConfig, n: &RemoteNode) -> Result<(), String> {
+    if n.pod_cidrs.is_empty() {
         return Err("no podCIDRs".into());
     }
-    if let Some(outside) = p
+    match n
         .pod_cidrs
         .iter()
-        .find(|n| !inside_any(&remote.pod_cidrs, n))
+        .find(|c| !inside_any(&remote.pod_cidrs, c))
+    {
+        Some(outside) => Err(format!(
+            "podCIDR {outside} is outside remote {} podCIDRs",
+            remote.name
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A ClusterIP outside the remote's serviceCIDRs rejects the whole service; an endpoint outside
+/// its podCIDRs is dropped (and reported) while the rest of the service stays.
+fn confine_service(
+    remote: &RemoteConfig,
+    s: &RemoteService,
+) -> Result<(RemoteService, Vec<(IpAddr, String)>), String> {
+    if let Some(ip) = s
+        .cluster_ips
+        .iter()
+        .find(|ip| !remote.service_cidrs.iter().any(|n| n.contains(**ip)))
     {
         return Err(format!(
-            "podCIDR {outside} is outside remote {} podCIDRs",
+            "clusterIP {ip} is outside remote {} serviceCIDRs",
             remote.name
         ));
     }
-    Ok(DesiredPeer {
-        remote: remote.name.clone(),
-        name: p.name.clone(),
-        public_key,
-        endpoint,
-        allowed_ips: p.pod_cidrs.iter().map(cidr::network).collect(),
-        persistent_keepalive: keepalive,
-    })
+    let mut dropped = Vec::new();
+    let outside = |ip: &IpAddr| !remote.pod_cidrs.iter().any(|n| n.contains(*ip));
+    if !s.endpoints.iter().any(|e| outside(&e.ip)) {
+        return Ok((s.clone(), dropped));
+    }
+    let mut service = s.clone();
+    service.endpoints.retain(|e| {
+        if outside(&e.ip) {
+            dropped.push((e.ip, format!("outside remote {} podCIDRs", remote.name)));
+            false
+        } else {
+            true
+        }
+    });
+    Ok((service, dropped))
 }
 
 fn inside_any(outers: &[IpNetwork], inner: &IpNetwork) -> bool {
     outers.iter().any(|o| cidr::contains(o, inner))
 }
 
-fn peer_label(p: &StaticPeer) -> String {
-    format!("peer {}", p.name.as_deref().unwrap_or(&p.public_key))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ClusterConfig, NodeConfig, ProxyConfig, StaticSource, TunnelConfig};
+    use crate::config::{
+        ClusterConfig, NodeConfig, ProxyConfig, StaticPeer, StaticSource, TunnelConfig,
+    };
+    use crate::keys;
 
     const K1: &str = "4ONiAEenjiGp0lgFD1UTkoqxnIHcISSKx9IX8357aW0=";
     const K2: &str = "2S1OsDzbX+zWb+gIOdFvMM+B0nryXhbDOJut0zweQh0=";
@@ -121,6 +189,8 @@ mod tests {
             pod_cidrs: pods.iter().map(|c| n(c)).collect(),
             service_cidrs: svcs.iter().map(|c| n(c)).collect(),
             static_source: Some(StaticSource { peers }),
+            kubeconfig: None,
+            context: None,
         }
     }
 
@@ -131,11 +201,13 @@ mod tests {
                 name: "east".into(),
                 pod_cidrs: vec![n("10.128.0.0/14")],
                 service_cidrs: vec![n("10.96.0.0/16")],
+                kubeconfig: None,
             },
             node: NodeConfig {
                 name: Some("a1".into()),
                 pod_cidrs: vec![n("10.128.1.0/24")],
                 source_ip: None,
+                advertise: Default::default(),
             },
             tunnel: TunnelConfig::default(),
             proxy: ProxyConfig::default(),
@@ -154,7 +226,7 @@ mod tests {
                 peer("b2", K2, None, &["10.132.2.0/24", "10.133.0.0/24"]),
             ],
         )]);
-        let d = plan(&cfg);
+        let d = plan(&cfg, &static_snapshots(&cfg));
         assert!(d.rejected.is_empty(), "{:?}", d.rejected);
         assert_eq!(
             d.peers[0],
@@ -184,7 +256,7 @@ mod tests {
             vec![peer("b1", K1, Some("[fd00::1]:51820"), &["10.132.1.0/24"])],
         )]);
         cfg.tunnel.persistent_keepalive = 0;
-        let d = plan(&cfg);
+        let d = plan(&cfg, &static_snapshots(&cfg));
         assert_eq!(d.peers[0].persistent_keepalive, None);
         assert_eq!(
             d.peers[0].endpoint,
@@ -206,7 +278,7 @@ mod tests {
                 peer("empty", K3, None, &[]),
             ],
         )]);
-        let d = plan(&cfg);
+        let d = plan(&cfg, &static_snapshots(&cfg));
         assert!(d.peers.is_empty(), "{:?}", d.peers);
         assert_eq!(d.rejected.len(), 3);
         assert_eq!(d.rejected[0].remote, "west");
@@ -237,7 +309,7 @@ mod tests {
                 peer("b3", K3, Some("192.0.2.3:0"), &["10.132.3.0/24"]),
             ],
         )]);
-        let d = plan(&cfg);
+        let d = plan(&cfg, &static_snapshots(&cfg));
         assert!(d.peers.is_empty());
         let r = &d.rejected;
         assert_eq!(r.len(), 3);
@@ -263,7 +335,7 @@ mod tests {
                 vec![peer("c1", K1, None, &["10.136.1.0/24"])],
             ),
         ]);
-        let d = plan(&cfg);
+        let d = plan(&cfg, &static_snapshots(&cfg));
         assert_eq!(d.peers.len(), 1);
         assert_eq!(d.peers[0].name.as_deref(), Some("b1"));
         assert_eq!(d.rejected.len(), 1);
@@ -288,7 +360,7 @@ mod tests {
             no_source,
             remote("south", &["10.140.0.1/14"], &[], vec![]),
         ]);
-        let d = plan(&cfg);
+        let d = plan(&cfg, &static_snapshots(&cfg));
         assert_eq!(
             d.routes,
             vec![
@@ -304,6 +376,6 @@ mod tests {
 
     #[test]
     fn no_remotes_nothing_desired() {
-        assert_eq!(plan(&config(vec![])), Desired::default());
+        assert_eq!(plan(&config(vec![]), &Snapshots::new()), Desired::default());
     }
 }

@@ -43,11 +43,29 @@ pub struct Device {
     tun: Tun,
     udp: Udp,
     stopping: AtomicBool,
+    /// Swapped as a whole on key rotation; only handshakes read it.
+    identity: ArcSwap<Identity>,
+    peers: ArcSwap<PeerSet>,
+    pub counters: Counters,
+}
+
+/// Our static key pair and the rate limiter whose cookies are bound to the public key.
+struct Identity {
     private: StaticSecret,
     public: PublicKey,
     rate_limiter: Arc<RateLimiter>,
-    peers: ArcSwap<PeerSet>,
-    pub counters: Counters,
+}
+
+impl Identity {
+    fn new(private_key: [u8; 32]) -> Identity {
+        let private = StaticSecret::from(private_key);
+        let public = PublicKey::from(&private);
+        Identity {
+            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            private,
+            public,
+        }
+    }
 }
 
 /// What `set_peers` changed, for logs.
@@ -60,8 +78,6 @@ pub struct PeerChanges {
 
 impl Device {
     pub fn new(tun: Tun, udp: Udp, private_key: [u8; 32]) -> io::Result<Arc<Device>> {
-        let private = StaticSecret::from(private_key);
-        let public = PublicKey::from(&private);
         let listen_port = udp.local_port()?;
         Ok(Arc::new(Device {
             name: tun.name().to_string(),
@@ -69,21 +85,38 @@ impl Device {
             tun,
             udp,
             stopping: AtomicBool::new(false),
-            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
-            private,
-            public,
+            identity: ArcSwap::from_pointee(Identity::new(private_key)),
             peers: ArcSwap::from_pointee(PeerSet::default()),
             counters: Counters::default(),
         }))
     }
 
     pub fn public_key(&self) -> [u8; 32] {
-        self.public.to_bytes()
+        self.identity.load().public.to_bytes()
     }
 
     /// The private key, only for the UAPI `get` (0600 socket, as wg-quick/wireguard-go do).
     pub(crate) fn private_key(&self) -> [u8; 32] {
-        self.private.to_bytes()
+        self.identity.load().private.to_bytes()
+    }
+
+    /// Key rotation: every peer's handshake state switches to the new key (current sessions
+    /// are dropped by boringtun and re-established on the next packet or timer tick).
+    /// Returns false if the key is unchanged.
+    pub fn set_private_key(&self, private_key: [u8; 32]) -> bool {
+        if self.private_key() == private_key {
+            return false;
+        }
+        let id = Arc::new(Identity::new(private_key));
+        self.identity.store(id.clone());
+        for p in &self.peers.load().peers {
+            p.tunn().set_static_private(
+                id.private.clone(),
+                id.public,
+                Some(id.rate_limiter.clone()),
+            );
+        }
+        true
     }
 
     pub fn peers(&self) -> Arc<PeerSet> {
@@ -126,13 +159,14 @@ impl Device {
                 }
             }
             let index = self.fresh_index(&old, &next);
+            let id = self.identity.load();
             let tunn = Tunn::new(
-                self.private.clone(),
+                id.private.clone(),
                 PublicKey::from(d.public_key),
                 None,
                 d.persistent_keepalive,
                 index,
-                Some(self.rate_limiter.clone()),
+                Some(id.rate_limiter.clone()),
             );
             let peer = Arc::new(Peer::new(d.public_key, index, tunn, info));
             changes.added.push(peer.label());
@@ -363,7 +397,8 @@ impl Device {
             Packet::HandshakeInit(init) => {
                 // Cheap MAC check and load shedding before the expensive DH.
                 let mut cookie = [0u8; 64];
-                match self
+                let id = self.identity.load();
+                match id
                     .rate_limiter
                     .verify_packet(Some(src.ip()), dgram, &mut cookie)
                 {
@@ -380,7 +415,7 @@ impl Device {
                     }
                     Err(_) => return Counters::inc(&c.dropped_bad_packet),
                 }
-                match parse_handshake_anon(&self.private, &self.public, init) {
+                match parse_handshake_anon(&id.private, &id.public, init) {
                     Ok(half) => peers.by_key(&half.peer_static_public),
                     Err(_) => return Counters::inc(&c.dropped_bad_packet),
                 }
@@ -473,7 +508,7 @@ impl Device {
             tick.tick().await;
             n += 1;
             if n % 4 == 0 {
-                self.rate_limiter.reset_count();
+                self.identity.load().rate_limiter.reset_count();
             }
             let peers = self.peers.load();
             for peer in &peers.peers {

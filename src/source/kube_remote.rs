@@ -1,0 +1,200 @@
+//! The live source for one remote cluster: kube-runtime watchers on its Nodes, Services and
+//! EndpointSlices feed a [`RemoteStore`]; a fresh [`RemoteSnapshot`] is published (debounced)
+//! after changes. Errors never clear the snapshot: the last good one stays published and the
+//! remote is marked stale until the watchers recover (kube-runtime re-lists with backoff,
+//! including after 410 Gone).
+
+use super::kube_client;
+use super::store::RemoteStore;
+use super::{now_unix, RemoteView, SourceHealth, SourceKind};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// Coalesces bursts of events into one snapshot (a re-list of 10k objects is one publish).
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Retry interval for a missing or broken kubeconfig.
+const CONFIG_RETRY: Duration = Duration::from_secs(10);
+/// Services (and their slices) another proxy owns, as kube-proxy skips them.
+const NOT_OURS: &str = "!service.kubernetes.io/service-proxy-name";
+
+pub struct KubeRemote {
+    pub name: String,
+    pub kubeconfig: PathBuf,
+    pub context: Option<String>,
+}
+
+// One lives at a time (moved straight into the store), so the size spread costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Update {
+    Node(Result<Event<Node>, watcher::Error>),
+    Service(Result<Event<Service>, watcher::Error>),
+    Slice(Result<Event<EndpointSlice>, watcher::Error>),
+}
+
+impl KubeRemote {
+    /// Runs forever, publishing into `tx` and poking `changed` after each publish.
+    pub async fn run(self, tx: watch::Sender<RemoteView>, changed: Arc<Notify>) {
+        let mut health = SourceHealth::new(SourceKind::Kube);
+        let client = loop {
+            match kube_client::from_kubeconfig(&self.kubeconfig, self.context.as_deref()).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    let msg = e.to_string();
+                    if health.last_error.as_deref() != Some(&msg) {
+                        tracing::error!(remote = %self.name, error = %msg, "remote unavailable; retrying every 10s");
+                    }
+                    health.last_error = Some(msg);
+                    health.stale_since_unix.get_or_insert_with(now_unix);
+                    publish_health(&tx, &health, &changed);
+                    tokio::time::sleep(CONFIG_RETRY).await;
+                }
+            }
+        };
+        self.watch(client, tx, changed, health).await;
+    }
+
+    async fn watch(
+        &self,
+        client: Client,
+        tx: watch::Sender<RemoteView>,
+        changed: Arc<Notify>,
+        mut health: SourceHealth,
+    ) {
+        let nodes = watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .map(Update::Node);
+        let svc_cfg = watcher::Config::default().labels(NOT_OURS);
+        let services = watcher::watcher(Api::<Service>::all(client.clone()), svc_cfg.clone())
+            .default_backoff()
+            .map(Update::Service);
+        let slices = watcher::watcher(Api::<EndpointSlice>::all(client), svc_cfg)
+            .default_backoff()
+            .map(Update::Slice);
+        let mut updates =
+            futures::stream::select_all([nodes.boxed(), services.boxed(), slices.boxed()]);
+        let mut store = RemoteStore::new(&self.name);
+        let mut dirty = false;
+        let mut was_synced = false;
+        loop {
+            let next = if dirty {
+                match tokio::time::timeout(DEBOUNCE, updates.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.publish(&store, &mut health, &tx, &changed, &mut was_synced);
+                        dirty = false;
+                        continue;
+                    }
+                }
+            } else {
+                updates.next().await
+            };
+            let Some(update) = next else { return };
+            match apply(&mut store, update) {
+                Ok(None) => {}
+                Ok(Some(data_changed)) => {
+                    if health.stale_since_unix.is_some() {
+                        tracing::info!(remote = %self.name, "remote API reachable again");
+                        health.stale_since_unix = None;
+                        health.last_error = None;
+                        dirty = true;
+                    }
+                    health.last_sync_unix = Some(now_unix());
+                    dirty |= data_changed;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if health.stale_since_unix.is_none() {
+                        tracing::warn!(remote = %self.name, error = %msg,
+                            "remote API failing; keeping the last good snapshot");
+                        health.stale_since_unix = Some(now_unix());
+                    } else {
+                        tracing::debug!(remote = %self.name, error = %msg, "remote API still failing");
+                    }
+                    if health.last_error.as_deref() != Some(&msg) {
+                        health.last_error = Some(msg);
+                        publish_health(&tx, &health, &changed);
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(
+        &self,
+        store: &RemoteStore,
+        health: &mut SourceHealth,
+        tx: &watch::Sender<RemoteView>,
+        changed: &Notify,
+        was_synced: &mut bool,
+    ) {
+        health.synced = store.synced();
+        if health.synced && !*was_synced {
+            *was_synced = true;
+            tracing::info!(
+                remote = %self.name,
+                nodes = store.nodes.len(),
+                services = store.services.len(),
+                endpointslices = store.slices.len(),
+                "remote synced"
+            );
+        }
+        let snapshot = Arc::new(store.snapshot());
+        tx.send_modify(|v| {
+            v.snapshot = snapshot;
+            v.health = health.clone();
+        });
+        changed.notify_one();
+    }
+}
+
+fn publish_health(tx: &watch::Sender<RemoteView>, health: &SourceHealth, changed: &Notify) {
+    let mut h = health.clone();
+    tx.send_modify(|v| {
+        h.synced = v.health.synced;
+        v.health = h;
+    });
+    changed.notify_one();
+}
+
+/// Feeds one watcher event into the store. `Ok(None)`: no news from the server (kube-runtime
+/// emits `Init` before it even sends the list request); `Ok(Some(changed))` otherwise.
+fn apply(store: &mut RemoteStore, u: Update) -> Result<Option<bool>, watcher::Error> {
+    macro_rules! route {
+        ($ev:expr, $table:expr, $conv:path) => {
+            match $ev? {
+                Event::Apply(o) => {
+                    let (k, v) = $conv(&o);
+                    $table.apply(k, v);
+                }
+                Event::Delete(o) => {
+                    let (k, _) = $conv(&o);
+                    $table.delete(&k);
+                }
+                Event::Init => {
+                    $table.init();
+                    return Ok(None);
+                }
+                Event::InitApply(o) => {
+                    let (k, v) = $conv(&o);
+                    $table.init_apply(k, v);
+                    return Ok(Some(false));
+                }
+                Event::InitDone => $table.init_done(),
+            }
+        };
+    }
+    match u {
+        Update::Node(ev) => route!(ev, store.nodes, RemoteStore::convert_node),
+        Update::Service(ev) => route!(ev, store.services, RemoteStore::convert_service),
+        Update::Slice(ev) => route!(ev, store.slices, RemoteStore::convert_slice),
+    }
+    Ok(Some(true))
+}

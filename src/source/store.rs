@@ -1,0 +1,258 @@
+//! The state of one remote cluster as its watchers see it: a table per kind, fed with watch
+//! events, turned into a [`RemoteSnapshot`] on demand. Pure (no I/O), so the re-list semantics
+//! (an `Init` .. `InitDone` sequence replaces a table atomically) are unit-tested here.
+
+use super::convert::{self, SliceData};
+use super::{Rejected, RemoteNode, RemoteService, RemoteSnapshot};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::{BTreeMap, HashMap};
+
+/// `Ok(None)`: an object that isn't relevant (no agent on the node, ExternalName service...).
+type Converted<T> = Result<Option<T>, String>;
+
+/// One kind's objects by key (name or namespace/name), with a buffer for a re-list.
+#[derive(Debug)]
+pub struct Table<T> {
+    items: BTreeMap<String, Converted<T>>,
+    relist: Option<BTreeMap<String, Converted<T>>>,
+    /// A full list has completed at least once.
+    pub synced: bool,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table {
+            items: BTreeMap::new(),
+            relist: None,
+            synced: false,
+        }
+    }
+}
+
+impl<T> Table<T> {
+    pub fn apply(&mut self, key: String, v: Converted<T>) {
+        self.items.insert(key, v);
+    }
+
+    pub fn delete(&mut self, key: &str) {
+        self.items.remove(key);
+    }
+
+    /// A (re-)list starts: collect into a buffer; the old items stay visible until it's done.
+    pub fn init(&mut self) {
+        self.relist = Some(BTreeMap::new());
+    }
+
+    pub fn init_apply(&mut self, key: String, v: Converted<T>) {
+        self.relist.get_or_insert_with(BTreeMap::new).insert(key, v);
+    }
+
+    /// The list is complete: objects not listed are gone.
+    pub fn init_done(&mut self) {
+        if let Some(items) = self.relist.take() {
+            self.items = items;
+        }
+        self.synced = true;
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &Converted<T>)> {
+        self.items.iter()
+    }
+}
+
+/// All three kinds for one remote.
+#[derive(Debug, Default)]
+pub struct RemoteStore {
+    pub remote: String,
+    pub nodes: Table<RemoteNode>,
+    pub services: Table<RemoteService>,
+    pub slices: Table<SliceData>,
+}
+
+pub fn node_key(n: &Node) -> String {
+    n.metadata.name.clone().unwrap_or_default()
+}
+
+pub fn namespaced_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+impl RemoteStore {
+    pub fn new(remote: &str) -> RemoteStore {
+        RemoteStore {
+            remote: remote.to_string(),
+            ..Default::default()
+        }
+    }
+
+    pub fn synced(&self) -> bool {
+        self.nodes.synced && self.services.synced && self.slices.synced
+    }
+
+    pub fn convert_node(n: &Node) -> (String, Converted<RemoteNode>) {
+        (node_key(n), convert::node(n))
+    }
+
+    pub fn convert_service(s: &Service) -> (String, Converted<RemoteService>) {
+        (namespaced_key(&s.metadata), convert::service(s))
+    }
+
+    pub fn convert_slice(s: &EndpointSlice) -> (String, Converted<SliceData>) {
+        (namespaced_key(&s.metadata), convert::endpoint_slice(s))
+    }
+
+    /// Builds the snapshot: nodes that run the agent, services with the endpoints of all their
+    /// slices, and the objects that could not be converted.
+    pub fn snapshot(&self) -> RemoteSnapshot {
+        let mut snap = RemoteSnapshot::default();
+        let mut reject = |kind: &str, key: &str, reason: &str| {
+            snap.rejected.push(Rejected {
+                remote: self.remote.clone(),
+                object: format!("{kind} {key}"),
+                reason: reason.to_string(),
+            })
+        };
+        for (key, v) in self.nodes.iter() {
+            match v {
+                Ok(Some(n)) => snap.nodes.push(n.clone()),
+                Ok(None) => {}
+                Err(reason) => reject("node", key, reason),
+            }
+        }
+        // namespace/service -> slices' endpoints
+        let mut by_service: HashMap<String, Vec<&SliceData>> = HashMap::new();
+        for (key, v) in self.slices.iter() {
+            match v {
+                Ok(Some(d)) => {
+                    let ns = key.split('/').next().unwrap_or_default();
+                    by_service
+                        .entry(format!("{ns}/{}", d.service))
+                        .or_default()
+                        .push(d);
+                }
+                Ok(None) => {}
+                Err(reason) => reject("endpointslice", key, reason),
+            }
+        }
+        for (key, v) in self.services.iter() {
+            match v {
+                Ok(Some(s)) => {
+                    let mut s = s.clone();
+                    for d in by_service.get(key.as_str()).into_iter().flatten() {
+                        for e in &d.endpoints {
+                            // The same endpoint may briefly sit in two slices while the
+                            // EndpointSlice controller moves it.
+                            if !s.endpoints.iter().any(|x| x.ip == e.ip) {
+                                s.endpoints.push(e.clone());
+                            }
+                        }
+                    }
+                    snap.services.push(s);
+                }
+                Ok(None) => {}
+                Err(reason) => reject("service", key, reason),
+            }
+        }
+        snap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const K1: &str = "4ONiAEenjiGp0lgFD1UTkoqxnIHcISSKx9IX8357aW0=";
+
+    fn node(name: &str, key: &str) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name, "annotations": {
+            super::super::ANN_PUBLIC_KEY: key}}, "spec": {"podCIDRs": ["10.132.1.0/24"]}}))
+        .unwrap()
+    }
+
+    fn apply_node(st: &mut RemoteStore, n: &Node) {
+        let (k, v) = RemoteStore::convert_node(n);
+        st.nodes.apply(k, v);
+    }
+
+    #[test]
+    fn relist_replaces_atomically_and_drops_missing_objects() {
+        let mut st = RemoteStore::new("west");
+        apply_node(&mut st, &node("b1", K1));
+        apply_node(&mut st, &node("b2", K1));
+        assert_eq!(st.snapshot().nodes.len(), 2);
+        st.nodes.init();
+        let (k, v) = RemoteStore::convert_node(&node("b2", K1));
+        st.nodes.init_apply(k, v);
+        // Mid-relist: the old view still holds.
+        assert_eq!(st.snapshot().nodes.len(), 2);
+        st.nodes.init_done();
+        let names: Vec<_> = st.snapshot().nodes.into_iter().map(|n| n.name).collect();
+        assert_eq!(names, vec!["b2"]);
+        assert!(st.nodes.synced && !st.synced());
+    }
+
+    #[test]
+    fn bad_objects_become_rejections_and_good_ones_remain() {
+        let mut st = RemoteStore::new("west");
+        apply_node(&mut st, &node("b1", K1));
+        apply_node(&mut st, &node("evil", "xx"));
+        let snap = st.snapshot();
+        assert_eq!(snap.nodes.len(), 1);
+        assert_eq!(snap.rejected.len(), 1);
+        assert_eq!(snap.rejected[0].object, "node evil");
+        assert!(snap.rejected[0].reason.contains("malformed key"));
+        st.nodes.delete("evil");
+        assert!(st.snapshot().rejected.is_empty());
+    }
+
+    #[test]
+    fn services_join_their_slices_in_the_same_namespace() {
+        let mut st = RemoteStore::new("west");
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"namespace": "a", "name": "web"},
+            "spec": {"clusterIP": "172.31.0.10", "ports": [{"name": "http", "port": 80}]}}))
+        .unwrap();
+        let (k, v) = RemoteStore::convert_service(&svc);
+        st.services.apply(k, v);
+        let slice = |ns: &str, name: &str, ips: &[&str]| -> EndpointSlice {
+            let eps: Vec<_> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
+            serde_json::from_value(json!({
+                "metadata": {"namespace": ns, "name": name,
+                    "labels": {convert::LABEL_SERVICE_NAME: "web"}},
+                "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+                "endpoints": eps}))
+            .unwrap()
+        };
+        for s in [
+            slice("a", "web-1", &["10.132.1.5", "10.132.1.6"]),
+            slice("a", "web-2", &["10.132.1.6", "10.132.2.7"]),
+            slice("b", "web-1", &["10.132.3.3"]),
+        ] {
+            let (k, v) = RemoteStore::convert_slice(&s);
+            st.slices.apply(k, v);
+        }
+        let snap = st.snapshot();
+        assert_eq!(snap.services.len(), 1);
+        let ips: Vec<String> = snap.services[0]
+            .endpoints
+            .iter()
+            .map(|e| e.ip.to_string())
+            .collect();
+        assert_eq!(ips, vec!["10.132.1.5", "10.132.1.6", "10.132.2.7"]);
+        assert_eq!(snap.endpoint_count(), 3);
+    }
+}
