@@ -86,7 +86,7 @@ impl TryFrom<String> for EndpointPolicy {
                     Ok(EndpointPolicy::Literal(a))
                 } else {
                     Err(format!(
-                        "tunnel.endpoint: '{s}' is neither nodeInternalIP, nodeExternalIP, an IP address nor \
+                        "endpoint '{s}' is neither nodeInternalIP, nodeExternalIP, an IP address nor \
                          address:port"
                     ))
                 }

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod link;
 pub mod model;
 pub mod nft;
+pub mod proxy;
 pub mod routes;
 pub mod source;
 pub mod status;

@@ -872,7 +872,7 @@ mod tests {
                 }
                 Err(e) => {
                     assert!(!ok, "{v}: {e}");
-                    assert!(e.to_string().contains("tunnel.endpoint: '"), "{e}");
+                    assert!(e.to_string().contains("tunnel: endpoint '"), "{e}");
                 }
             }
         }

@@ -59,6 +59,9 @@ pub fn plan(cfg: &Config, snapshots: &Snapshots) -> Desired {
                 reason,
             })
         };
+        // Pod CIDRs taken by this remote's accepted nodes: an overlapping claim would steal
+        // another node's traffic (longest prefix wins), so the later claim is refused.
+        let mut taken: Vec<(IpNetwork, String)> = Vec::new();
         for n in &snap.nodes {
             let label = if n.name.is_empty() {
                 crate::keys::encode_key(&n.public_key)
@@ -66,12 +69,15 @@ pub fn plan(cfg: &Config, snapshots: &Snapshots) -> Desired {
                 n.name.clone()
             };
             let object = format!("{kind} {label}");
-            let checked = confine_node(remote, n).and_then(|()| match claimed.get(&n.public_key) {
-                Some(first) => Err(format!("duplicate publicKey (also {first})")),
-                None => Ok(()),
-            });
+            let checked = confine_node(remote, n)
+                .and_then(|()| match claimed.get(&n.public_key) {
+                    Some(first) => Err(format!("duplicate publicKey (also {first})")),
+                    None => Ok(()),
+                })
+                .and_then(|()| no_overlap(&taken, n));
             match checked {
                 Ok(()) => {
+                    taken.extend(n.pod_cidrs.iter().map(|c| (cidr::network(c), object.clone())));
                     claimed.insert(n.public_key, format!("{object} of remote {}", remote.name));
                     desired.peers.push(DesiredPeer {
                         remote: remote.name.clone(),
@@ -152,6 +158,15 @@ fn confine_service(
         }
     });
     Ok((service, dropped))
+}
+
+fn no_overlap(taken: &[(IpNetwork, String)], n: &RemoteNode) -> Result<(), String> {
+    for c in &n.pod_cidrs {
+        if let Some((t, who)) = taken.iter().find(|(t, _)| cidr::overlaps(t, c)) {
+            return Err(format!("podCIDR {c} overlaps {t} of {who}"));
+        }
+    }
+    Ok(())
 }
 
 fn inside_any(outers: &[IpNetwork], inner: &IpNetwork) -> bool {

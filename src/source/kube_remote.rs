@@ -22,6 +22,13 @@ use tokio::sync::{watch, Notify};
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Retry interval for a missing or broken kubeconfig.
 const CONFIG_RETRY: Duration = Duration::from_secs(10);
+/// While stale, how often a cheap list probes whether the API is back (a re-established watch
+/// with nothing new to say produces no event to tell us).
+const PROBE: Duration = Duration::from_secs(2);
+/// Watch retry backoff: 0.5 s doubling to 5 s. kube-runtime's default grows to 30 s, which
+/// would keep a remote stale for half a minute after its API came back.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Services (and their slices) another proxy owns, as kube-proxy skips them.
 const NOT_OURS: &str = "!service.kubernetes.io/service-proxy-name";
 
@@ -69,61 +76,85 @@ impl KubeRemote {
         mut health: SourceHealth,
     ) {
         let nodes = watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
+            .backoff(RetryBackoff::default())
             .map(Update::Node);
         let svc_cfg = watcher::Config::default().labels(NOT_OURS);
         let services = watcher::watcher(Api::<Service>::all(client.clone()), svc_cfg.clone())
-            .default_backoff()
+            .backoff(RetryBackoff::default())
             .map(Update::Service);
-        let slices = watcher::watcher(Api::<EndpointSlice>::all(client), svc_cfg)
-            .default_backoff()
+        let slices = watcher::watcher(Api::<EndpointSlice>::all(client.clone()), svc_cfg)
+            .backoff(RetryBackoff::default())
             .map(Update::Slice);
+        let probe_api = Api::<Node>::all(client);
         let mut updates =
             futures::stream::select_all([nodes.boxed(), services.boxed(), slices.boxed()]);
         let mut store = RemoteStore::new(&self.name);
         let mut dirty = false;
         let mut was_synced = false;
+        let mut probe = tokio::time::interval(PROBE);
+        let debounce = tokio::time::sleep(DEBOUNCE);
+        tokio::pin!(debounce);
         loop {
-            let next = if dirty {
-                match tokio::time::timeout(DEBOUNCE, updates.next()).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        self.publish(&store, &mut health, &tx, &changed, &mut was_synced);
-                        dirty = false;
-                        continue;
+            tokio::select! {
+                next = updates.next() => {
+                    let Some(update) = next else { return };
+                    match apply(&mut store, update) {
+                        Ok(None) => {}
+                        Ok(Some(data_changed)) => {
+                            health.last_sync_unix = Some(now_unix());
+                            if self.recovered(&mut health) {
+                                publish_health(&tx, &health, &changed);
+                            }
+                            if data_changed && !dirty {
+                                dirty = true;
+                                debounce.as_mut().reset(tokio::time::Instant::now() + DEBOUNCE);
+                            }
+                        }
+                        Err(e) => self.failing(&mut health, e.to_string(), &tx, &changed),
                     }
                 }
-            } else {
-                updates.next().await
-            };
-            let Some(update) = next else { return };
-            match apply(&mut store, update) {
-                Ok(None) => {}
-                Ok(Some(data_changed)) => {
-                    if health.stale_since_unix.is_some() {
-                        tracing::info!(remote = %self.name, "remote API reachable again");
-                        health.stale_since_unix = None;
-                        health.last_error = None;
-                        dirty = true;
-                    }
-                    health.last_sync_unix = Some(now_unix());
-                    dirty |= data_changed;
+                () = &mut debounce, if dirty => {
+                    self.publish(&store, &mut health, &tx, &changed, &mut was_synced);
+                    dirty = false;
                 }
-                Err(e) => {
-                    let msg = e.to_string();
-                    if health.stale_since_unix.is_none() {
-                        tracing::warn!(remote = %self.name, error = %msg,
-                            "remote API failing; keeping the last good snapshot");
-                        health.stale_since_unix = Some(now_unix());
-                    } else {
-                        tracing::debug!(remote = %self.name, error = %msg, "remote API still failing");
-                    }
-                    if health.last_error.as_deref() != Some(&msg) {
-                        health.last_error = Some(msg);
+                _ = probe.tick(), if health.stale_since_unix.is_some() => {
+                    let lp = kube::api::ListParams::default().limit(1);
+                    let ok = tokio::time::timeout(PROBE, probe_api.list_metadata(&lp)).await;
+                    if matches!(ok, Ok(Ok(_))) && self.recovered(&mut health) {
                         publish_health(&tx, &health, &changed);
                     }
                 }
             }
+        }
+    }
+
+    /// Clears staleness; true if it was stale.
+    fn recovered(&self, health: &mut SourceHealth) -> bool {
+        if health.stale_since_unix.take().is_none() {
+            return false;
+        }
+        health.last_error = None;
+        tracing::info!(remote = %self.name, "remote API reachable again");
+        true
+    }
+
+    fn failing(
+        &self,
+        health: &mut SourceHealth,
+        msg: String,
+        tx: &watch::Sender<RemoteView>,
+        changed: &Notify,
+    ) {
+        if health.stale_since_unix.is_none() {
+            tracing::warn!(remote = %self.name, error = %msg,
+                "remote API failing; keeping the last good snapshot");
+            health.stale_since_unix = Some(now_unix());
+        } else {
+            tracing::debug!(remote = %self.name, error = %msg, "remote API still failing");
+        }
+        if health.last_error.as_deref() != Some(&msg) {
+            health.last_error = Some(msg);
+            publish_health(tx, health, changed);
         }
     }
 
@@ -152,6 +183,32 @@ impl KubeRemote {
             v.health = health.clone();
         });
         changed.notify_one();
+    }
+}
+
+/// Exponential retry backoff for the watchers, reset after a success.
+struct RetryBackoff {
+    next: Duration,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        RetryBackoff { next: BACKOFF_MIN }
+    }
+}
+
+impl Iterator for RetryBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        Some(d)
+    }
+}
+
+impl kube::runtime::utils::Backoff for RetryBackoff {
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
     }
 }
 

@@ -1,0 +1,6 @@
+//! Service proxy backends: remote ClusterIPs become local virtual servers that load-balance
+//! onto remote pod IPs before the traffic enters the tunnel.
+//!
+//! - [`ipvs`]: a small, tested codec and client for the kernel's IPVS generic-netlink family.
+
+pub mod ipvs;
