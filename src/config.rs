@@ -211,6 +211,60 @@ pub struct RemoteConfig {
 pub struct StaticSource {
     #[serde(default)]
     pub peers: Vec<StaticPeer>,
+    /// Remote services, for demos and tests (the kube source reads them from the API).
+    #[serde(default)]
+    pub services: Vec<StaticService>,
+}
+
+/// A remote Service with its endpoints, as the kube source would see it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticService {
+    pub namespace: String,
+    pub name: String,
+    /// Single-stack form; `clusterIPs` for dual stack. Neither: a headless service.
+    #[serde(rename = "clusterIP", default)]
+    pub cluster_ip: Option<IpAddr>,
+    #[serde(rename = "clusterIPs", default)]
+    pub cluster_ips: Vec<IpAddr>,
+    pub ports: Vec<StaticServicePort>,
+    /// ClientIP affinity timeout in seconds (like sessionAffinity: ClientIP).
+    #[serde(default)]
+    pub session_affinity_timeout: Option<u32>,
+    #[serde(default)]
+    pub endpoints: Vec<StaticEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticServicePort {
+    #[serde(default)]
+    pub name: String,
+    pub port: u16,
+    #[serde(default = "default_protocol")]
+    pub protocol: crate::source::Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticEndpoint {
+    pub ip: IpAddr,
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// Service port name -> target port. A port not listed here uses the service port.
+    #[serde(default)]
+    pub ports: std::collections::BTreeMap<String, u16>,
+    #[serde(default = "default_true")]
+    pub ready: bool,
+    #[serde(default)]
+    pub terminating: bool,
+}
+
+fn default_protocol() -> crate::source::Protocol {
+    crate::source::Protocol::Tcp
+}
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -2,6 +2,7 @@
 //! WireGuard mesh. Data flows one way: sources -> pure plan -> idempotent reconcilers -> kernel.
 
 pub mod agent;
+pub mod check_remote;
 pub mod cidr;
 pub mod cleanup;
 pub mod config;

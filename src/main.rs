@@ -57,6 +57,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Connect to one remote cluster's API as the agent would (its kubeconfig from the config),
+    /// wait for the first full snapshot, and report nodes, services and what would be
+    /// rejected. Exit 0 if it synced, 1 if not. Needs no root and touches nothing local.
+    CheckRemote {
+        #[arg(long, short, env = "SDN_TUNNEL_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The remote's name (remotes[].name).
+        #[arg(long)]
+        remote: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove everything of ours: routes with our protocol, the device, our nftables table and
     /// sockets. Idempotent. Stop the agent first.
     Cleanup {
@@ -161,6 +176,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if report.agent.is_none() {
                 return Ok(ExitCode::from(3));
+            }
+        }
+        Command::CheckRemote {
+            config,
+            remote,
+            timeout,
+            json,
+        } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("read {}", config.display()))?;
+            let cfg = Config::parse(&text, Some("check-remote"))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let r = runtime()?.block_on(sdn_tunnel::check_remote::check(
+                &cfg,
+                &remote,
+                std::time::Duration::from_secs(timeout),
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", sdn_tunnel::check_remote::render_text(&r));
+            }
+            if !r.synced {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Cleanup { config } => {

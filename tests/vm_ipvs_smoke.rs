@@ -8,12 +8,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sdn_tunnel::proxy::ipvs::*;
+use sdn_tunnel::proxy::ipvs_text::{render_annotated, render_list, render_stats};
 
 const VM_RUN_ENV: &str = "SDN_TUNNEL_VM_RUN";
 
@@ -371,4 +372,298 @@ fn in_guest() {
         text.split_whitespace().collect::<Vec<_>>().join(" "),
         format!("Timeout (tcp tcpfin udp): 1000 {} 200", before.tcp_fin)
     );
+
+    render_matches_ipvsadm(&mut ipvs);
+}
+
+type Table = Vec<(Service, Vec<Destination>)>;
+/// `ipvs_text::render_list` or `render_stats`.
+type Render = fn(&Info, &[(Service, Vec<Destination>)]) -> String;
+
+/// Our view of the whole table, in the shape the `ipvs_text` renderers take.
+fn snapshot(ipvs: &mut IpvsClient) -> (Info, Table) {
+    let info = ipvs.info().unwrap();
+    let services = ipvs.services().unwrap();
+    let table = services
+        .into_iter()
+        .map(|s| {
+            let d = ipvs.destinations(&s).unwrap();
+            (s, d)
+        })
+        .collect();
+    (info, table)
+}
+
+/// Panics unless `ours == theirs` byte for byte, showing every line (Debug-quoted, so
+/// trailing blanks are visible) and marking the differing ones.
+fn assert_text_eq(ours: &str, theirs: &str, what: &str) {
+    if ours == theirs {
+        return;
+    }
+    let (a, b): (Vec<&str>, Vec<&str>) = (ours.split('\n').collect(), theirs.split('\n').collect());
+    for i in 0..a.len().max(b.len()) {
+        let (x, y) = (a.get(i).copied(), b.get(i).copied());
+        let mark = if x == y { ' ' } else { '!' };
+        eprintln!("{mark} ours:    {x:?}\n{mark} ipvsadm: {y:?}");
+    }
+    panic!("{what}: our rendering differs from ipvsadm's (lines marked ! above)");
+}
+
+/// Compares `render` of our snapshot with `ipvsadm <args>`, byte for byte, and returns the
+/// snapshot it checked plus ipvsadm's text. Counters change only at the kernel's 2 s
+/// estimator tick (and connection counts when entries expire), so ipvsadm's read is taken
+/// between two of ours: only when both of ours are identical must ipvsadm's agree; otherwise
+/// something moved mid-way and the round is repeated.
+fn assert_same_as_ipvsadm(
+    ipvs: &mut IpvsClient,
+    args: &[&str],
+    render: Render,
+) -> (Info, Table, String) {
+    for round in 1..=15 {
+        let before = snapshot(ipvs);
+        let theirs = ipvsadm(args);
+        let after = snapshot(ipvs);
+        if before != after {
+            eprintln!(
+                "ipvsadm {}: the kernel's view moved during round {round}",
+                args.join(" ")
+            );
+            std::thread::sleep(Duration::from_millis(700));
+            continue;
+        }
+        let ours = render(&before.0, &before.1);
+        assert_text_eq(&ours, &theirs, &format!("ipvsadm {}", args.join(" ")));
+        eprintln!(
+            "ipvsadm {}: identical to ours ({} bytes)",
+            args.join(" "),
+            ours.len()
+        );
+        return (before.0, before.1, theirs);
+    }
+    panic!(
+        "ipvsadm {}: the kernel's view never held still",
+        args.join(" ")
+    );
+}
+
+/// Adds a service (and its destinations) that needs an optional kernel feature; reports and
+/// skips it when the kernel says no.
+fn add_optional(ipvs: &mut IpvsClient, what: &str, svc: &Service, dests: &[Destination]) {
+    match ipvs.add_service(svc) {
+        Ok(()) => {
+            for d in dests {
+                ipvs.add_destination(svc, d).unwrap();
+            }
+        }
+        Err(e) => eprintln!("NOTE: {what} not covered, the kernel refused it: {e}"),
+    }
+}
+
+/// `ipvs_text` renders exactly what the real `ipvsadm -Ln` and `ipvsadm -Ln --stats` print,
+/// over services that exercise its formats: rr and wrr with weight-0 destinations, v6 with
+/// persistence and a mask, scheduler flags and one-packet scheduling, fwmark v4 and v6,
+/// SCTP, a persistence engine, IPv6 names longer than the columns, IPv4-compatible IPv6
+/// (`::1.2.3.4`), and addresses that libipvs' wrapping comparators sort out of numeric order.
+fn render_matches_ipvsadm(ipvs: &mut IpvsClient) {
+    ipvs.flush().unwrap();
+    assert_same_as_ipvsadm(ipvs, &["-Ln"], render_list);
+    assert_same_as_ipvsadm(ipvs, &["-Ln", "--stats"], render_stats);
+
+    let web = Service::new(ServiceKey::tcp(sa("172.31.0.10:80")), Scheduler::RoundRobin);
+    let api = Service::new(
+        ServiceKey::tcp(sa("172.31.0.11:443")),
+        Scheduler::WeightedRoundRobin,
+    );
+    let dns6 = Service {
+        netmask: 64,
+        ..Service::new(
+            ServiceKey::udp(sa("[fd00:31::10]:53")),
+            Scheduler::WeightedRoundRobin,
+        )
+        .with_persistence(600)
+    };
+    let sticky = Service {
+        flags: ServiceFlags::PERSISTENT
+            | ServiceFlags::SH_FALLBACK
+            | ServiceFlags::SH_PORT
+            | ServiceFlags::ONE_PACKET,
+        timeout: 30,
+        netmask: 0xffff_ff00,
+        ..Service::new(
+            ServiceKey::udp(sa("172.31.0.12:53")),
+            Scheduler::SourceHashing,
+        )
+    };
+    let wrapped = Service::new(ServiceKey::tcp(sa("200.0.0.1:80")), Scheduler::RoundRobin);
+    let long6 = Service::new(
+        ServiceKey::udp(sa("[2001:db8:1234:5678:9abc:def0:1234:5678]:65535")),
+        Scheduler::WeightedLeastConnection,
+    )
+    .with_persistence(300);
+    let fwm4 = Service::new(
+        ServiceKey::Fwmark {
+            ipv6: false,
+            mark: 7,
+        },
+        Scheduler::RoundRobin,
+    );
+    let fwm6 = Service::new(
+        ServiceKey::Fwmark {
+            ipv6: true,
+            mark: 8,
+        },
+        Scheduler::LeastConnection,
+    );
+    let d = |a: &str, w: u32| Destination::new(sa(a), w);
+    let mut batch = Vec::new();
+    for (svc, dests) in [
+        (
+            &web,
+            vec![
+                d("10.132.0.7:8080", 1),
+                d("10.132.0.5:8080", 1),
+                d("10.132.0.6:8080", 0),
+            ],
+        ),
+        (
+            &api,
+            vec![
+                d("10.132.1.5:8443", 3),
+                d("200.0.0.9:8443", 1),
+                d("10.132.1.6:8443", 0),
+            ],
+        ),
+        (
+            &dns6,
+            vec![
+                d("[fd00:32::7]:5353", 2),
+                d("[::1.2.3.4]:53", 1),
+                d("[2001:db8:1234:5678:9abc:def0:1234:5679]:65535", 1),
+            ],
+        ),
+        (&sticky, vec![d("10.132.2.5:53", 1), d("10.132.2.6:53", 1)]),
+        (&wrapped, vec![]),
+        (&long6, vec![d("[fd00:32::8]:53", 1)]),
+        (
+            &fwm4,
+            vec![Destination {
+                forward: ForwardMethod::Route,
+                ..d("10.1.1.1:0", 1)
+            }],
+        ),
+        (&fwm6, vec![]),
+    ] {
+        batch.push(Request::AddService(svc.clone()));
+        for dest in dests {
+            batch.push(Request::AddDestination(svc.key, dest));
+        }
+    }
+    for r in ipvs.apply(&batch) {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let sctp = Service::new(
+        ServiceKey::Addr {
+            protocol: Protocol::Sctp,
+            addr: sa("172.31.0.13:3868"),
+        },
+        Scheduler::RoundRobin,
+    );
+    add_optional(ipvs, "SCTP", &sctp, &[d("10.132.3.5:3868", 1)]);
+    let sip = Service {
+        pe_name: Some("sip".into()),
+        ..Service::new(
+            ServiceKey::udp(sa("172.31.0.14:5060")),
+            Scheduler::RoundRobin,
+        )
+        .with_persistence(60)
+    };
+    add_optional(
+        ipvs,
+        "the sip persistence engine",
+        &sip,
+        &[d("10.132.4.5:5060", 1)],
+    );
+
+    // Some traffic, so the counters are not all zero: a TCP connection attempt to `web` (its
+    // SYNs are scheduled and NATed, then dropped for want of a route) and UDP datagrams to
+    // `dns6` and `sticky`. Nothing is sent during the comparisons.
+    common::run("ip", &["addr", "add", "172.31.0.10/32", "dev", "lo"]);
+    common::run("ip", &["addr", "add", "172.31.0.12/32", "dev", "lo"]);
+    let attempt = TcpStream::connect_timeout(&sa("172.31.0.10:80"), Duration::from_secs(1));
+    eprintln!("connection attempt through IPVS: {attempt:?}");
+    let udp4 = UdpSocket::bind("0.0.0.0:0").unwrap();
+    for _ in 0..3 {
+        let _ = udp4.send_to(b"ping", "172.31.0.12:53");
+    }
+    let v6 = std::process::Command::new("ip")
+        .args(["-6", "addr", "add", "fd00:31::10/128", "dev", "lo", "nodad"])
+        .status();
+    match (v6, UdpSocket::bind("[::]:0")) {
+        (Ok(st), Ok(udp6)) if st.success() => {
+            for _ in 0..5 {
+                let _ = udp6.send_to(&[0u8; 100], "[fd00:31::10]:53");
+            }
+        }
+        (st, sock) => eprintln!("NOTE: no IPv6 traffic ({st:?}, {:?})", sock.err()),
+    }
+    drop(attempt);
+    // Wait for the estimator to fold the per-CPU counters in.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let conns = ipvs.service(&web.key).unwrap().stats.map_or(0, |s| s.conns);
+        if conns > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "web's counters never moved");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let (_, _, list) = assert_same_as_ipvsadm(ipvs, &["-Ln"], render_list);
+    let (_, table, stats) = assert_same_as_ipvsadm(ipvs, &["-Ln", "--stats"], render_stats);
+    eprintln!("$ ipvsadm -Ln\n{list}\n$ ipvsadm -Ln --stats\n{stats}");
+    // The stats comparison covered real, non-zero counters.
+    let web_stats = table
+        .iter()
+        .find(|(s, _)| s.key == web.key)
+        .and_then(|(s, _)| s.stats)
+        .expect("web's stats");
+    assert!(
+        web_stats.conns >= 1 && web_stats.inpkts >= 1,
+        "{web_stats:?}"
+    );
+    let web_line = stats
+        .lines()
+        .find(|l| l.starts_with("TCP  172.31.0.10:80 "))
+        .expect("web in ipvsadm --stats");
+    assert!(
+        web_line.split_whitespace().skip(2).any(|f| f != "0"),
+        "{web_line}"
+    );
+
+    // The annotated form: our services named, others (here `api`) plain; without the
+    // annotations it is ipvsadm's text.
+    let labels: BTreeMap<ServiceKey, String> = [
+        (web.key, "west/default/web:http"),
+        (dns6.key, "east/kube-system/kube-dns:dns"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .collect();
+    let (info2, table2, list) = assert_same_as_ipvsadm(ipvs, &["-Ln"], render_list);
+    let annotated = render_annotated(&info2, &table2, &|k| labels.get(k).cloned());
+    eprintln!("annotated:\n{annotated}");
+    assert!(
+        annotated.contains("TCP  172.31.0.10:80 rr                    # west/default/web:http\n")
+    );
+    assert!(annotated.contains("\nTCP  172.31.0.11:443 wrr\n"));
+    let stripped: String = annotated
+        .lines()
+        .map(|l| match l.find("  # ") {
+            Some(i) => format!("{}\n", l[..i].trim_end()),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    assert_text_eq(&stripped, &list, "annotated minus annotations");
+
+    ipvs.flush().unwrap();
 }

@@ -319,6 +319,52 @@ impl Checker {
                         self.peer(&at, r, p, &mut keys_seen);
                     }
                     self.peer_overlaps(&at, &s.peers);
+                    for (j, svc) in s.services.iter().enumerate() {
+                        self.static_service(&format!("{at}.static.services[{j}]"), r, svc);
+                    }
+                }
+            }
+        }
+    }
+
+    fn static_service(&mut self, at: &str, remote: &RemoteConfig, s: &super::StaticService) {
+        if s.namespace.is_empty() || s.name.is_empty() {
+            self.err(at.to_string(), "namespace and name are required");
+        }
+        let ips = s.cluster_ip.iter().chain(&s.cluster_ips);
+        for ip in ips {
+            if !remote.service_cidrs.iter().any(|n| n.contains(*ip)) {
+                self.err(
+                    format!("{at}.clusterIP"),
+                    format!(
+                        "{ip} is outside remote {} serviceCIDRs {}",
+                        remote.name,
+                        list(&remote.service_cidrs)
+                    ),
+                );
+            }
+        }
+        if s.ports.is_empty() {
+            self.err(format!("{at}.ports"), "at least one port is required");
+        }
+        for (k, e) in s.endpoints.iter().enumerate() {
+            if !remote.pod_cidrs.iter().any(|n| n.contains(e.ip)) {
+                self.err(
+                    format!("{at}.endpoints[{k}].ip"),
+                    format!(
+                        "{} is outside remote {} podCIDRs {}",
+                        e.ip,
+                        remote.name,
+                        list(&remote.pod_cidrs)
+                    ),
+                );
+            }
+            for name in e.ports.keys() {
+                if !s.ports.iter().any(|p| &p.name == name) {
+                    self.err(
+                        format!("{at}.endpoints[{k}].ports.{name}"),
+                        "no service port has this name",
+                    );
                 }
             }
         }
@@ -563,6 +609,15 @@ mod tests {
             Some("[2001:db8::12]:51820".parse().unwrap())
         );
         assert_eq!(peers[2].endpoint_addr().unwrap(), None);
+    }
+
+    #[test]
+    fn kube_example_config_is_valid() {
+        let text = include_str!("../../examples/config-kube.yaml");
+        let cfg = Config::parse(text, Some("a1")).unwrap();
+        assert_eq!(cfg.node_name(), "a1");
+        assert!(cfg.remotes.iter().all(|r| r.kubeconfig.is_some()));
+        assert!(cfg.node.pod_cidrs.is_empty());
     }
 
     #[test]

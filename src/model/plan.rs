@@ -77,7 +77,11 @@ pub fn plan(cfg: &Config, snapshots: &Snapshots) -> Desired {
                 .and_then(|()| no_overlap(&taken, n));
             match checked {
                 Ok(()) => {
-                    taken.extend(n.pod_cidrs.iter().map(|c| (cidr::network(c), object.clone())));
+                    taken.extend(
+                        n.pod_cidrs
+                            .iter()
+                            .map(|c| (cidr::network(c), object.clone())),
+                    );
                     claimed.insert(n.public_key, format!("{object} of remote {}", remote.name));
                     desired.peers.push(DesiredPeer {
                         remote: remote.name.clone(),
@@ -203,7 +207,10 @@ mod tests {
             name: name.into(),
             pod_cidrs: pods.iter().map(|c| n(c)).collect(),
             service_cidrs: svcs.iter().map(|c| n(c)).collect(),
-            static_source: Some(StaticSource { peers }),
+            static_source: Some(StaticSource {
+                peers,
+                services: vec![],
+            }),
             kubeconfig: None,
             context: None,
         }
@@ -387,6 +394,44 @@ mod tests {
             ]
         );
         assert!(d.peers.is_empty() && d.rejected.is_empty());
+    }
+
+    #[test]
+    fn kube_snapshot_confined_and_overlaps_refused() {
+        use crate::source::{RemoteNode, RemoteSnapshot};
+        let mut west = remote("west", &["10.132.0.0/14"], &["10.101.0.0/16"], vec![]);
+        west.static_source = None;
+        west.kubeconfig = Some("/k".into());
+        let cfg = config(vec![west]);
+        let node = |name: &str, key: &str, cidr: &str| RemoteNode {
+            name: name.into(),
+            public_key: keys::parse_key(key).unwrap(),
+            endpoint: None,
+            pod_cidrs: vec![n(cidr)],
+        };
+        let snap = RemoteSnapshot {
+            nodes: vec![
+                node("b1", K1, "10.132.1.0/24"),
+                // Inside west's range, but on top of b1's pod CIDR.
+                node("b2", K2, "10.132.1.128/25"),
+                node("b3", K3, "10.128.9.0/24"),
+            ],
+            ..Default::default()
+        };
+        let mut snaps = Snapshots::new();
+        snaps.insert("west".into(), std::sync::Arc::new(snap));
+        let d = plan(&cfg, &snaps);
+        assert_eq!(d.peers.len(), 1);
+        assert_eq!(d.peers[0].name.as_deref(), Some("b1"));
+        assert_eq!(d.rejected[0].object, "node b2");
+        assert_eq!(
+            d.rejected[0].reason,
+            "podCIDR 10.132.1.128/25 overlaps 10.132.1.0/24 of node b1"
+        );
+        assert_eq!(d.rejected[1].object, "node b3");
+        assert!(d.rejected[1]
+            .reason
+            .contains("outside remote west podCIDRs"));
     }
 
     #[test]

@@ -4,3 +4,5 @@
 //! - [`ipvs`]: a small, tested codec and client for the kernel's IPVS generic-netlink family.
 
 pub mod ipvs;
+pub mod ipvs_text;
+pub mod model;

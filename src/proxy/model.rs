@@ -1,0 +1,259 @@
+//! The proxy's desired state, backend-neutral and pure: one [`VirtualService`] per remote
+//! ClusterIP x service port, with its backends (remote pod IP : target port) and each backend's
+//! state. The IPVS and nftables backends both program exactly this.
+
+use crate::model::DesiredService;
+use crate::source::{Endpoint, Protocol, RemoteService, ServicePort};
+use serde::Serialize;
+use std::net::{IpAddr, SocketAddr};
+
+/// What a backend may receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BackendState {
+    /// Ready: takes new connections.
+    Active,
+    /// Terminating (or no longer ready): existing connections drain, no new ones.
+    Draining,
+    /// Its node's tunnel peer has had no handshake for too long: no new connections until
+    /// the peer is back.
+    PeerDown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub node: Option<String>,
+    pub state: BackendState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualService {
+    pub remote: String,
+    pub namespace: String,
+    pub name: String,
+    /// The service port's name ("" for a single unnamed port).
+    pub port_name: String,
+    pub vip: SocketAddr,
+    pub protocol: Protocol,
+    /// ClientIP session affinity timeout (seconds).
+    pub affinity_timeout: Option<u32>,
+    /// Sorted by address. May be empty: the service then refuses new connections at once.
+    pub backends: Vec<Backend>,
+}
+
+impl VirtualService {
+    /// `remote/namespace/name:port` for logs and status.
+    pub fn label(&self) -> String {
+        if self.port_name.is_empty() {
+            format!("{}/{}/{}", self.remote, self.namespace, self.name)
+        } else {
+            format!(
+                "{}/{}/{}:{}",
+                self.remote, self.namespace, self.name, self.port_name
+            )
+        }
+    }
+
+    pub fn active_backends(&self) -> impl Iterator<Item = &Backend> {
+        self.backends
+            .iter()
+            .filter(|b| b.state == BackendState::Active)
+    }
+}
+
+/// Pure: every remote ClusterIP x port of the (already confined) services. Headless services
+/// have no VIP and are skipped (DNS answers them). `peer_down(remote, node)` says whether the
+/// tunnel to that remote node is down. Sorted by (vip, protocol).
+pub fn virtual_services(
+    services: &[DesiredService],
+    peer_down: &dyn Fn(&str, &str) -> bool,
+) -> Vec<VirtualService> {
+    let mut out = Vec::new();
+    for ds in services {
+        let s = &ds.service;
+        for &ip in &s.cluster_ips {
+            for port in &s.ports {
+                out.push(virtual_service(&ds.remote, s, ip, port, peer_down));
+            }
+        }
+    }
+    out.sort_by_key(|v| (v.vip, v.protocol));
+    // Two remote services can't share a VIP (serviceCIDRs don't overlap), but one service
+    // listing a port twice could: keep the first.
+    out.dedup_by(|b, a| a.vip == b.vip && a.protocol == b.protocol);
+    out
+}
+
+fn virtual_service(
+    remote: &str,
+    s: &RemoteService,
+    ip: IpAddr,
+    port: &ServicePort,
+    peer_down: &dyn Fn(&str, &str) -> bool,
+) -> VirtualService {
+    let mut backends: Vec<Backend> = s
+        .endpoints
+        .iter()
+        .filter(|e| e.ip.is_ipv4() == ip.is_ipv4())
+        .filter_map(|e| {
+            let target = target_port(e, port)?;
+            Some(Backend {
+                addr: SocketAddr::new(e.ip, target),
+                node: e.node_name.clone(),
+                state: state(remote, e, peer_down),
+            })
+        })
+        .collect();
+    backends.sort_by_key(|b| b.addr);
+    backends.dedup_by_key(|b| b.addr);
+    VirtualService {
+        remote: remote.to_string(),
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        port_name: port.name.clone(),
+        vip: SocketAddr::new(ip, port.port),
+        protocol: port.protocol,
+        affinity_timeout: s.affinity_timeout,
+        backends,
+    }
+}
+
+/// The endpoint's port with the service port's name and protocol.
+fn target_port(e: &Endpoint, port: &ServicePort) -> Option<u16> {
+    e.ports
+        .iter()
+        .find(|p| p.name == port.name && p.protocol == port.protocol)
+        .map(|p| p.port)
+}
+
+fn state(remote: &str, e: &Endpoint, peer_down: &dyn Fn(&str, &str) -> bool) -> BackendState {
+    if !e.ready || e.terminating {
+        return BackendState::Draining;
+    }
+    match &e.node_name {
+        Some(n) if peer_down(remote, n) => BackendState::PeerDown,
+        _ => BackendState::Active,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::EndpointPort;
+    use std::sync::Arc;
+
+    fn ep(ip: &str, node: &str, ready: bool, terminating: bool, ports: &[(&str, u16)]) -> Endpoint {
+        let ports: Vec<EndpointPort> = ports
+            .iter()
+            .map(|(n, p)| EndpointPort {
+                name: n.to_string(),
+                port: *p,
+                protocol: Protocol::Tcp,
+            })
+            .collect();
+        Endpoint {
+            ip: ip.parse().unwrap(),
+            node_name: Some(node.into()),
+            ready,
+            serving: ready || terminating,
+            terminating,
+            ports: Arc::from(ports),
+        }
+    }
+
+    fn svc(ips: &[&str], ports: &[(&str, u16)], endpoints: Vec<Endpoint>) -> DesiredService {
+        DesiredService {
+            remote: "west".into(),
+            service: RemoteService {
+                namespace: "default".into(),
+                name: "web".into(),
+                cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+                headless: ips.is_empty(),
+                ports: ports
+                    .iter()
+                    .map(|(n, p)| ServicePort {
+                        name: n.to_string(),
+                        port: *p,
+                        protocol: Protocol::Tcp,
+                    })
+                    .collect(),
+                affinity_timeout: Some(60),
+                endpoints,
+            },
+        }
+    }
+
+    #[test]
+    fn one_virtual_service_per_ip_and_port_with_named_target_ports() {
+        let s = svc(
+            &["172.31.0.10", "fd00:31::10"],
+            &[("http", 80), ("metrics", 9090)],
+            vec![
+                ep(
+                    "10.132.1.5",
+                    "b1",
+                    true,
+                    false,
+                    &[("http", 8080), ("metrics", 9100)],
+                ),
+                ep("10.132.2.5", "b2", true, false, &[("http", 8080)]),
+                ep("fd00:132::5", "b1", true, false, &[("http", 8080)]),
+            ],
+        );
+        let v = virtual_services(&[s], &|_, _| false);
+        let vips: Vec<String> = v.iter().map(|v| v.vip.to_string()).collect();
+        assert_eq!(
+            vips,
+            [
+                "172.31.0.10:80",
+                "172.31.0.10:9090",
+                "[fd00:31::10]:80",
+                "[fd00:31::10]:9090"
+            ]
+        );
+        let addrs = |i: usize| -> Vec<String> {
+            v[i].backends.iter().map(|b| b.addr.to_string()).collect()
+        };
+        assert_eq!(addrs(0), ["10.132.1.5:8080", "10.132.2.5:8080"]);
+        // Only b1's endpoint exposes "metrics".
+        assert_eq!(addrs(1), ["10.132.1.5:9100"]);
+        // Families don't mix.
+        assert_eq!(addrs(2), ["[fd00:132::5]:8080"]);
+        assert!(v[3].backends.is_empty());
+        assert_eq!(v[0].affinity_timeout, Some(60));
+        assert_eq!(v[0].label(), "west/default/web:http");
+    }
+
+    #[test]
+    fn backend_states() {
+        let s = svc(
+            &["172.31.0.10"],
+            &[("", 80)],
+            vec![
+                ep("10.132.1.5", "b1", true, false, &[("", 8080)]),
+                ep("10.132.1.6", "b1", false, true, &[("", 8080)]),
+                ep("10.132.1.7", "b1", false, false, &[("", 8080)]),
+                ep("10.132.2.5", "b2", true, false, &[("", 8080)]),
+            ],
+        );
+        let v = virtual_services(&[s], &|remote, node| remote == "west" && node == "b2");
+        let states: Vec<BackendState> = v[0].backends.iter().map(|b| b.state).collect();
+        use BackendState::*;
+        assert_eq!(states, [Active, Draining, Draining, PeerDown]);
+        assert_eq!(v[0].active_backends().count(), 1);
+        assert_eq!(v[0].label(), "west/default/web");
+    }
+
+    #[test]
+    fn headless_services_have_no_virtual_service() {
+        let s = svc(
+            &[],
+            &[("", 80)],
+            vec![ep("10.132.1.5", "b1", true, false, &[("", 80)])],
+        );
+        assert!(virtual_services(&[s], &|_, _| false).is_empty());
+    }
+}
