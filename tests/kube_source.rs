@@ -24,9 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
-const K1: &str = "4ONiAEenjiGp0lgFD1UTkoqxnIHcISSKx9IX8357aW0=";
-const K2: &str = "2S1OsDzbX+zWb+gIOdFvMM+B0nryXhbDOJut0zweQh0=";
-const K3: &str = "N+nJ8cAwoDkFtVqqx8HI4nAKkHo8GbRf8c/leX+HEAY=";
+/// A fresh public key: tests sharing a real cluster must not collide on keys.
+fn key() -> String {
+    let k = sdn_tunnel::keys::generate_private();
+    sdn_tunnel::keys::encode_key(&sdn_tunnel::keys::public_from_private(&k))
+}
 const WAIT: Duration = Duration::from_secs(15);
 
 /// Where the test's remote cluster lives.
@@ -52,14 +54,15 @@ impl Cluster {
         }
     }
 
-    fn real() -> Cluster {
+    /// `tag` keeps concurrent tests apart on a shared cluster.
+    fn real(tag: &str) -> Cluster {
         let path = std::env::var_os("KUBECONFIG")
             .expect("the real-cluster variants need KUBECONFIG pointing at a test cluster");
         Cluster {
             fake: None,
             kubeconfig: PathBuf::from(path),
             _dir: tempfile::tempdir().unwrap(),
-            prefix: format!("sdn-test-{}", std::process::id()),
+            prefix: format!("sdn-test-{}-{tag}", std::process::id()),
         }
     }
 
@@ -231,15 +234,16 @@ fn planned(cfg: &Config, v: &RemoteView) -> sdn_tunnel::model::Desired {
 // ---------------------------------------------------------------------------------------------
 
 async fn nodes_join_rekey_and_leave(c: &Cluster) {
+    let (k1, k2, k3) = (key(), key(), key());
     let cfg = config(&c.kubeconfig);
     let mut src = start(&c.kubeconfig);
     let (b1, b2) = (c.name("b1"), c.name("b2"));
     let v = wait_view(&mut src, "first sync", |v| v.health.synced).await;
     assert_eq!(v.health.kind, SourceKind::Kube);
 
-    c.put(node(c, "b1", K1, "192.0.2.11:51820", "10.132.1.0/24"))
+    c.put(node(c, "b1", &k1, "192.0.2.11:51820", "10.132.1.0/24"))
         .await;
-    c.put(node(c, "b2", K2, "192.0.2.12:51820", "10.132.2.0/24"))
+    c.put(node(c, "b2", &k2, "192.0.2.12:51820", "10.132.2.0/24"))
         .await;
     let v = wait_view(&mut src, "b1 and b2", |v| {
         node_key(v, &b1).is_some() && node_key(v, &b2).is_some()
@@ -255,10 +259,10 @@ async fn nodes_join_rekey_and_leave(c: &Cluster) {
     assert_eq!(p.allowed_ips, vec!["10.132.1.0/24".parse().unwrap()]);
 
     // Rekey and move b1: the same node, a new key and endpoint.
-    c.put(node(c, "b1", K3, "192.0.2.21:51820", "10.132.1.0/24"))
+    c.put(node(c, "b1", &k3, "192.0.2.21:51820", "10.132.1.0/24"))
         .await;
     let v = wait_view(&mut src, "b1 rekeyed", |v| {
-        node_key(v, &b1).as_deref() == Some(K3)
+        node_key(v, &b1).as_deref() == Some(k3.as_str())
     })
     .await;
     let d = planned(&cfg, &v);
@@ -269,11 +273,11 @@ async fn nodes_join_rekey_and_leave(c: &Cluster) {
         .unwrap();
     assert_eq!(p.endpoint, Some("192.0.2.21:51820".parse().unwrap()));
 
-    c.remove(&node(c, "b2", K2, "192.0.2.12:51820", "10.132.2.0/24"))
+    c.remove(&node(c, "b2", &k2, "192.0.2.12:51820", "10.132.2.0/24"))
         .await;
     let v = wait_view(&mut src, "b2 gone", |v| node_key(v, &b2).is_none()).await;
     assert!(node_key(&v, &b1).is_some());
-    c.remove(&node(c, "b1", K3, "192.0.2.21:51820", "10.132.1.0/24"))
+    c.remove(&node(c, "b1", &k3, "192.0.2.21:51820", "10.132.1.0/24"))
         .await;
     wait_view(&mut src, "b1 gone", |v| node_key(v, &b1).is_none()).await;
 }
@@ -324,11 +328,12 @@ async fn services_and_endpoints_follow(c: &Cluster) {
 }
 
 async fn hostile_objects_are_rejected(c: &Cluster) {
+    let (k1, k2, k3) = (key(), key(), key());
     let cfg = config(&c.kubeconfig);
     let mut src = start(&c.kubeconfig);
     let good = c.name("good");
     // Claims a pod range of the local cluster (east is 10.128.0.0/14).
-    c.put(node(c, "steal", K1, "192.0.2.31:51820", "10.128.5.0/24"))
+    c.put(node(c, "steal", &k1, "192.0.2.31:51820", "10.128.5.0/24"))
         .await;
     // Malformed key; a huge annotation.
     c.put(node(
@@ -339,7 +344,7 @@ async fn hostile_objects_are_rejected(c: &Cluster) {
         "10.132.9.0/24",
     ))
     .await;
-    let mut big = node(c, "big", K2, "192.0.2.33:51820", "10.132.10.0/24");
+    let mut big = node(c, "big", &k2, "192.0.2.33:51820", "10.132.10.0/24");
     gen::annotate(&mut big, ANN_ENDPOINT, &"9".repeat(4000));
     c.put(big).await;
     // A ClusterIP outside west's serviceCIDRs; an endpoint outside west's podCIDRs.
@@ -347,7 +352,7 @@ async fn hostile_objects_are_rejected(c: &Cluster) {
     c.put(service(c, "good", "172.31.0.20")).await;
     c.put(slice(c, "good", "a", &["10.132.1.5", "10.128.0.5"]))
         .await;
-    c.put(node(c, "ok", K3, "192.0.2.34:51820", "10.132.11.0/24"))
+    c.put(node(c, "ok", &k3, "192.0.2.34:51820", "10.132.11.0/24"))
         .await;
 
     let v = wait_view(&mut src, "all objects seen", |v| {
@@ -377,18 +382,19 @@ async fn hostile_objects_are_rejected(c: &Cluster) {
             .contains("outside remote west podCIDRs")
     );
     // Nothing hostile was planned; the good parts were.
-    assert_eq!(
-        d.peers
-            .iter()
-            .map(|p| p.name.clone().unwrap())
-            .collect::<Vec<_>>(),
-        vec![c.name("ok")]
-    );
+    // (On a shared real cluster other tests' nodes may be there too: look at ours only.)
+    let ours: Vec<_> = d
+        .peers
+        .iter()
+        .filter_map(|p| p.name.clone())
+        .filter(|n| n.starts_with(&c.prefix))
+        .collect();
+    assert_eq!(ours, vec![c.name("ok")]);
     let g = d.services.iter().find(|s| s.service.name == good).unwrap();
     assert_eq!(g.service.endpoints.len(), 1);
     assert!(!d.services.iter().any(|s| s.service.name == c.name("evil")));
     for n in ["steal", "badkey", "big", "ok"] {
-        c.remove(&node(c, n, K1, "192.0.2.1:1", "10.132.0.0/24"))
+        c.remove(&node(c, n, &k1, "192.0.2.1:1", "10.132.0.0/24"))
             .await;
     }
     for s in ["evil", "good"] {
@@ -415,29 +421,30 @@ async fn fake_hostile_objects_are_rejected() {
 #[tokio::test]
 #[ignore = "needs a real cluster: KUBECONFIG=... cargo test --test kube_source -- --ignored"]
 async fn real_nodes_join_rekey_and_leave() {
-    nodes_join_rekey_and_leave(&Cluster::real()).await;
+    nodes_join_rekey_and_leave(&Cluster::real("nodes")).await;
 }
 
 #[tokio::test]
 #[ignore = "needs a real cluster: KUBECONFIG=... cargo test --test kube_source -- --ignored"]
 async fn real_services_and_endpoints_follow() {
-    services_and_endpoints_follow(&Cluster::real()).await;
+    services_and_endpoints_follow(&Cluster::real("svcs")).await;
 }
 
 #[tokio::test]
 #[ignore = "needs a real cluster: KUBECONFIG=... cargo test --test kube_source -- --ignored"]
 async fn real_hostile_objects_are_rejected() {
-    hostile_objects_are_rejected(&Cluster::real()).await;
+    hostile_objects_are_rejected(&Cluster::real("hostile")).await;
 }
 
 // ----- fake-only: things a test cannot do to a real cluster -----
 
 #[tokio::test]
 async fn outage_keeps_the_last_snapshot_marks_stale_and_catches_up() {
+    let (k1, k2, k3) = (key(), key(), key());
     let c = Cluster::fake().await;
     let api = c.fake.as_ref().unwrap();
     let mut src = start(&c.kubeconfig);
-    c.put(node(&c, "b1", K1, "192.0.2.11:51820", "10.132.1.0/24"))
+    c.put(node(&c, "b1", &k1, "192.0.2.11:51820", "10.132.1.0/24"))
         .await;
     let b1 = c.name("b1");
     let b2 = c.name("b2");
@@ -454,7 +461,7 @@ async fn outage_keeps_the_last_snapshot_marks_stale_and_catches_up() {
         "snapshot must survive an outage"
     );
     // Changes made while the API is unreachable (as seen from us).
-    api.apply(node(&c, "b2", K2, "192.0.2.12:51820", "10.132.2.0/24"))
+    api.apply(node(&c, "b2", &k2, "192.0.2.12:51820", "10.132.2.0/24"))
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let v = src.rx.borrow().clone();
@@ -472,10 +479,11 @@ async fn outage_keeps_the_last_snapshot_marks_stale_and_catches_up() {
 
 #[tokio::test]
 async fn compaction_forces_a_relist_that_converges() {
+    let (k1, k2, k3) = (key(), key(), key());
     let c = Cluster::fake().await;
     let api = c.fake.as_ref().unwrap();
     let mut src = start(&c.kubeconfig);
-    c.put(node(&c, "b1", K1, "192.0.2.11:51820", "10.132.1.0/24"))
+    c.put(node(&c, "b1", &k1, "192.0.2.11:51820", "10.132.1.0/24"))
         .await;
     let (b1, b2) = (c.name("b1"), c.name("b2"));
     wait_view(&mut src, "b1", |v| {
@@ -487,7 +495,7 @@ async fn compaction_forces_a_relist_that_converges() {
     api.compact();
     // While the watcher re-lists: b1 deleted, b2 added.
     api.delete("Node", None, &b1).unwrap();
-    api.apply(node(&c, "b2", K2, "192.0.2.12:51820", "10.132.2.0/24"))
+    api.apply(node(&c, "b2", &k2, "192.0.2.12:51820", "10.132.2.0/24"))
         .unwrap();
     let v = wait_view(&mut src, "converged after 410", |v| {
         node_key(v, &b1).is_none() && node_key(v, &b2).is_some()
