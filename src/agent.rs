@@ -18,6 +18,7 @@ const RESYNC: Duration = Duration::from_secs(30);
 
 mod advertise;
 mod key_watch;
+pub mod proxy;
 mod remotes;
 
 /// How often the key file is checked for a rotation.
@@ -75,6 +76,22 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut remotes = remotes::Remotes::start(&cfg, &mut tasks);
     let desired = remotes.apply(&cfg, &device, &facts);
+    let (services_tx, services_rx) = watch::channel(Arc::new(proxy::ProxyInput {
+        services: desired.services.clone(),
+        protected: remotes.unsynced_service_cidrs(&cfg),
+    }));
+    if cfg.proxy.backend != crate::config::ProxyBackend::None {
+        tracing::info!(backend = ?cfg.proxy.backend, "service proxy for remote ClusterIPs");
+        tasks.spawn(
+            proxy::ProxyTask {
+                cfg: Arc::new(cfg.clone()),
+                device: device.clone(),
+                services: services_rx,
+                facts: facts.clone(),
+            }
+            .run(),
+        );
+    }
 
     let key_changed = Arc::new(Notify::new());
     let (own_cidrs_tx, mut own_cidrs) = watch::channel(None);
@@ -142,7 +159,18 @@ pub async fn run(cfg: Config) -> Result<()> {
             }
             _ = remotes.changed.notified() => {
                 tokio::time::sleep(REPLAN_DEBOUNCE).await;
-                remotes.apply(&cfg, &device, &facts);
+                let d = remotes.apply(&cfg, &device, &facts);
+                let input = proxy::ProxyInput {
+                    services: d.services,
+                    protected: remotes.unsynced_service_cidrs(&cfg),
+                };
+                services_tx.send_if_modified(|cur| {
+                    if **cur == input {
+                        return false;
+                    }
+                    *cur = Arc::new(input);
+                    true
+                });
             }
             _ = key_tick.tick() => {
                 if let Some(k) = key_watch.poll() {
@@ -172,6 +200,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
     tracing::info!("shutting down: removing our routes, nft table and device");
     tasks.abort_all();
+    if cfg.proxy.backend != crate::config::ProxyBackend::None {
+        let removed = proxy::teardown(&cfg).await;
+        tracing::info!(%removed, "service proxy removed");
+    }
     device.stop();
     teardown(&cfg, &routes).await;
     drop(device);

@@ -181,11 +181,49 @@ pub enum ProxyBackend {
     Nftables,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyConfig {
     #[serde(default)]
     pub backend: ProxyBackend,
+    /// IPVS scheduler (rr, wrr, lc, wlc, sh, dh, mh, sed, nq).
+    #[serde(default = "default_scheduler")]
+    pub scheduler: String,
+    /// Dummy device that holds the remote ClusterIPs (IPVS backend).
+    #[serde(default = "default_vip_device")]
+    pub device: String,
+    /// A departed backend (weight 0) is deleted once its connections are gone, or after this.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_seconds: u32,
+    /// Backends on a remote node whose tunnel peer had no handshake for this long get no new
+    /// connections until it is back.
+    #[serde(default = "default_peer_down_after")]
+    pub peer_down_after_seconds: u32,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            backend: ProxyBackend::default(),
+            scheduler: default_scheduler(),
+            device: default_vip_device(),
+            drain_timeout_seconds: default_drain_timeout(),
+            peer_down_after_seconds: default_peer_down_after(),
+        }
+    }
+}
+
+fn default_scheduler() -> String {
+    "rr".into()
+}
+fn default_vip_device() -> String {
+    "sdn-ipvs0".into()
+}
+fn default_drain_timeout() -> u32 {
+    120
+}
+fn default_peer_down_after() -> u32 {
+    180
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

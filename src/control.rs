@@ -32,6 +32,22 @@ pub struct AgentStatus {
     pub remotes: Vec<RemoteStatus>,
     #[serde(default)]
     pub advertisement: Option<AdvertiseStatus>,
+    #[serde(default)]
+    pub proxy: Option<ProxyStatus>,
+}
+
+/// The service proxy (remote ClusterIPs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyStatus {
+    pub backend: String,
+    pub virtual_services: usize,
+    pub real_servers: usize,
+    pub last_sync_unix: Option<u64>,
+    pub last_sync_ms: f64,
+    pub last_error: Option<String>,
+    /// What the agent last programmed, with each service's remote/namespace/name.
+    pub services: Vec<crate::proxy::model::VirtualService>,
 }
 
 /// One remote cluster as the agent sees it.
@@ -89,6 +105,7 @@ pub struct AgentFacts {
     pub rejected: Vec<Rejected>,
     pub remotes: Vec<RemoteStatus>,
     pub advertisement: Option<AdvertiseStatus>,
+    pub proxy: Option<ProxyStatus>,
 }
 
 pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
@@ -130,6 +147,7 @@ pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
         rejected: facts.rejected.clone(),
         remotes: facts.remotes.clone(),
         advertisement: facts.advertisement.clone(),
+        proxy: facts.proxy.clone(),
     }
 }
 

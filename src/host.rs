@@ -83,6 +83,12 @@ pub fn read_sysctl(path: &str) -> io::Result<String> {
         .to_string())
 }
 
+/// Writes a sysctl (same path forms as [`read_sysctl`]) if it differs; true if it changed.
+pub fn write_sysctl(path: &str, value: &str) -> io::Result<bool> {
+    let file = sysctl_path(Path::new(PROC_SYS), path)?;
+    set_if_different(&file, value)
+}
+
 fn sysctl_path(root: &Path, path: &str) -> io::Result<PathBuf> {
     let rel = if let Some(rest) = path.strip_prefix("/proc/sys/") {
         rest.to_string()

@@ -44,7 +44,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
-    /// Show the tunnel device, its peers (like `wg show`), drop counters and our routes.
+    /// Show the tunnel device, its peers (like `wg show`), remotes, the service proxy and the
+    /// IPVS table (like `ipvsadm -Ln`, annotated with remote/namespace/name), and our routes.
     Status {
         /// Config file to find the device, run directory and route protocol. Without it,
         /// --device and the defaults are used.
@@ -53,9 +54,15 @@ enum Command {
         /// Tunnel device name (default sdn0, or the config's).
         #[arg(long)]
         device: Option<String>,
-        /// Machine-readable output.
+        /// Machine-readable output (every section).
         #[arg(long)]
         json: bool,
+        /// Print only the IPVS table, exactly as `ipvsadm -Ln` would (no annotations).
+        #[arg(long)]
+        ipvs: bool,
+        /// IPVS counters, exactly as `ipvsadm -Ln --stats`.
+        #[arg(long)]
+        stats: bool,
     },
     /// Connect to one remote cluster's API as the agent would (its kubeconfig from the config),
     /// wait for the first full snapshot, and report nodes, services and what would be
@@ -160,6 +167,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
             device,
             json,
+            ipvs,
+            stats,
         } => {
             let mut t = match config {
                 Some(p) => tunnel_section(&p)?,
@@ -168,7 +177,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(d) = device {
                 t.device = d;
             }
-            let report = runtime()?.block_on(gather_status(&t));
+            let mut report = runtime()?.block_on(gather_status(&t));
+            let want_ipvs = ipvs
+                || stats
+                || report
+                    .agent
+                    .as_ref()
+                    .and_then(|a| a.proxy.as_ref())
+                    .is_some_and(|p| p.backend == "ipvs");
+            if want_ipvs {
+                report.ipvs = Some(status::gather_ipvs(report.agent.as_ref()));
+            }
+            if ipvs || (stats && !json) {
+                let section = report.ipvs.as_ref().expect("gathered above");
+                if let Some(e) = &section.error {
+                    anyhow::bail!("IPVS: {e}");
+                }
+                print!(
+                    "{}",
+                    if stats {
+                        &section.stats_text
+                    } else {
+                        &section.text
+                    }
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -204,7 +238,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Cleanup { config } => {
             let t = tunnel_section(&config)?;
-            let r = runtime()?.block_on(cleanup::cleanup(&t))?;
+            let rt = runtime()?;
+            let r = rt.block_on(cleanup::cleanup(&t))?;
+            // The proxy's objects are found via the remotes' service CIDRs; skip them if the
+            // rest of the config does not even parse.
+            if let Ok(full) = std::fs::read_to_string(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_norway::from_str::<Config>(&t).map_err(|e| e.to_string()))
+            {
+                let removed = rt.block_on(sdn_tunnel::agent::proxy::teardown(&full));
+                if !removed.is_empty() {
+                    println!("removed (proxy): {removed}");
+                }
+            }
             println!(
                 "removed: {} route(s), device {}: {}, nft table {}: {}, {} socket(s)",
                 r.routes_removed,

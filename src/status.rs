@@ -19,6 +19,110 @@ pub struct StatusReport {
     pub route_protocol: u8,
     pub routes: Vec<OurRoute>,
     pub routes_error: Option<String>,
+    /// The kernel's IPVS table (with the ipvs backend, or when asked for).
+    pub ipvs: Option<IpvsSection>,
+}
+
+/// IPVS as the kernel holds it: `ipvsadm -Ln` text, the same annotated with the remote
+/// service each of our virtual services stands for, `--stats` text, and structured data.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpvsSection {
+    pub error: Option<String>,
+    pub text: String,
+    pub annotated_text: String,
+    pub stats_text: String,
+    pub services: Vec<IpvsServiceJson>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpvsServiceJson {
+    pub protocol: String,
+    pub address: String,
+    pub scheduler: String,
+    pub persistent_timeout: Option<u32>,
+    /// remote/namespace/name:port, for ours.
+    pub label: Option<String>,
+    pub connections: u64,
+    pub destinations: Vec<IpvsDestJson>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpvsDestJson {
+    pub address: String,
+    pub forward: String,
+    pub weight: u32,
+    pub active_conns: u32,
+    pub inactive_conns: u32,
+}
+
+/// Reads IPVS from the kernel (blocking). Labels come from what the agent programmed.
+pub fn gather_ipvs(agent: Option<&AgentStatus>) -> IpvsSection {
+    use crate::proxy::ipvs::{IpvsClient, ServiceFlags, ServiceKey};
+    use crate::proxy::ipvs_text;
+    let read = || -> Result<_, crate::proxy::ipvs::IpvsError> {
+        let mut c = IpvsClient::new()?;
+        let info = c.info()?;
+        let mut all = Vec::new();
+        for s in c.services()? {
+            let d = c.destinations(&s.key)?;
+            all.push((s, d));
+        }
+        Ok((info, all))
+    };
+    let (info, all) = match read() {
+        Ok(v) => v,
+        Err(e) => {
+            return IpvsSection {
+                error: Some(e.to_string()),
+                ..Default::default()
+            }
+        }
+    };
+    let labels = agent
+        .and_then(|a| a.proxy.as_ref())
+        .map(|p| ipvs_text::virtual_service_labels(&p.services))
+        .unwrap_or_default();
+    let label = |k: &ServiceKey| labels.get(k).cloned();
+    let services = all
+        .iter()
+        .map(|(s, d)| IpvsServiceJson {
+            protocol: match s.key {
+                ServiceKey::Addr { protocol, .. } => format!("{protocol:?}").to_uppercase(),
+                ServiceKey::Fwmark { .. } => "FWM".into(),
+            },
+            address: match s.key {
+                ServiceKey::Addr { addr, .. } => addr.to_string(),
+                ServiceKey::Fwmark { mark, .. } => mark.to_string(),
+            },
+            scheduler: s.scheduler.name().to_string(),
+            persistent_timeout: s
+                .flags
+                .contains(ServiceFlags::PERSISTENT)
+                .then_some(s.timeout),
+            label: label(&s.key),
+            connections: s.stats.as_ref().map(|st| st.conns).unwrap_or(0),
+            destinations: d
+                .iter()
+                .map(|d| IpvsDestJson {
+                    address: d.addr.to_string(),
+                    forward: format!("{:?}", d.forward),
+                    weight: d.weight,
+                    active_conns: d.active_conns,
+                    inactive_conns: d.inactive_conns,
+                })
+                .collect(),
+        })
+        .collect();
+    IpvsSection {
+        error: None,
+        text: ipvs_text::render_list(&info, &all),
+        annotated_text: ipvs_text::render_annotated(&info, &all, &label),
+        stats_text: ipvs_text::render_stats(&info, &all),
+        services,
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -122,6 +226,39 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
                 "  agent: not answering ({})",
                 r.agent_error.as_deref().unwrap_or("unknown")
             );
+        }
+    }
+    if let Some(p) = r.agent.as_ref().and_then(|a| a.proxy.as_ref()) {
+        s.push('\n');
+        let _ = write!(
+            s,
+            "service proxy ({}): {} virtual services, {} real servers",
+            p.backend, p.virtual_services, p.real_servers
+        );
+        match (&p.last_error, p.last_sync_unix) {
+            (Some(e), _) => {
+                let _ = writeln!(s, "; FAILING: {e}");
+            }
+            (None, Some(t)) => {
+                let _ = writeln!(
+                    s,
+                    "; synced {} in {:.1} ms",
+                    ago(now_unix.saturating_sub(t)),
+                    p.last_sync_ms
+                );
+            }
+            (None, None) => {
+                let _ = writeln!(s, "; not synced yet");
+            }
+        }
+    }
+    if let Some(ipvs) = &r.ipvs {
+        s.push('\n');
+        match &ipvs.error {
+            Some(e) => {
+                let _ = writeln!(s, "IPVS: {e}");
+            }
+            None => s.push_str(&ipvs.annotated_text),
         }
     }
     s.push('\n');

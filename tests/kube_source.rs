@@ -440,7 +440,7 @@ async fn real_hostile_objects_are_rejected() {
 
 #[tokio::test]
 async fn outage_keeps_the_last_snapshot_marks_stale_and_catches_up() {
-    let (k1, k2, k3) = (key(), key(), key());
+    let (k1, k2) = (key(), key());
     let c = Cluster::fake().await;
     let api = c.fake.as_ref().unwrap();
     let mut src = start(&c.kubeconfig);
@@ -479,7 +479,7 @@ async fn outage_keeps_the_last_snapshot_marks_stale_and_catches_up() {
 
 #[tokio::test]
 async fn compaction_forces_a_relist_that_converges() {
-    let (k1, k2, k3) = (key(), key(), key());
+    let (k1, k2) = (key(), key());
     let c = Cluster::fake().await;
     let api = c.fake.as_ref().unwrap();
     let mut src = start(&c.kubeconfig);

@@ -6,141 +6,10 @@
 
 mod common;
 
-use fakekube::{gen, FakeApi};
-use sdn_lab::{netns, Lab, LabOptions};
-use sdn_tunnel::source::ANN_PUBLIC_KEY;
-use std::collections::HashMap;
-use std::net::TcpListener;
+use sdn_lab::kube::KubeLab;
+use sdn_lab::LabOptions;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-struct KubeLab {
-    lab: Lab,
-    apis: HashMap<String, FakeApi>,
-    kubeconfigs: HashMap<String, PathBuf>,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl KubeLab {
-    fn up() -> KubeLab {
-        let lab = Lab::up(LabOptions {
-            bin: Some(env!("CARGO_BIN_EXE_sdn-tunnel").into()),
-            start_agents: false,
-            ..LabOptions::default()
-        })
-        .expect("lab up");
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let mut apis = HashMap::new();
-        let mut kubeconfigs = HashMap::new();
-        for c in &lab.topology().clusters {
-            // The cluster's API server lives on its first node, reachable over the underlay.
-            let host = lab.node(&c.nodes[0]);
-            let addr = format!("{}:6443", host.underlay_v4);
-            let listener = netns::in_netns(&host.ns, || TcpListener::bind(&addr))
-                .and_then(|r| Ok(r?))
-                .expect("bind the fake API server in the node namespace");
-            let api = rt.block_on(FakeApi::start_on(listener)).unwrap();
-            for n in &c.nodes {
-                let spec = lab.node(n);
-                let ip = spec.underlay_v4.to_string();
-                // Like kubelet + the node IPAM controller: addresses and spec.podCIDRs.
-                api.apply(gen::node(n, &ip, None, &[&spec.pod_cidr.to_string()]))
-                    .unwrap();
-            }
-            let path = lab.dir().join(format!("{}.kubeconfig", c.name));
-            api.write_kubeconfig(&path, &c.name).unwrap();
-            apis.insert(c.name.clone(), api);
-            kubeconfigs.insert(c.name.clone(), path);
-        }
-        KubeLab {
-            lab,
-            apis,
-            kubeconfigs,
-            _rt: rt,
-        }
-    }
-
-    /// No static peers and no node.podCIDRs: everything comes from the APIs.
-    fn config(&self, node: &str) -> String {
-        let lab = &self.lab;
-        let n = lab.node(node);
-        let topo = lab.topology();
-        let c = topo.cluster(&n.cluster).unwrap();
-        let mut y = format!(
-            "cluster: {{name: {}, podCIDRs: [{}], serviceCIDRs: [{}], kubeconfig: {}}}\n\
-             node: {{name: {node}}}\n\
-             tunnel: {{device: {}, listenPort: {}, privateKeyFile: {}, persistentKeepalive: 5}}\n\
-             remotes:\n",
-            c.name,
-            c.pod_cidr,
-            c.service_cidr,
-            self.kubeconfigs[&c.name].display(),
-            n.device,
-            n.listen_port,
-            lab.private_key_file(node).display(),
-        );
-        for rc in topo.clusters.iter().filter(|rc| rc.name != c.name) {
-            y += &format!(
-                "  - {{name: {}, podCIDRs: [{}], serviceCIDRs: [{}], kubeconfig: {}}}\n",
-                rc.name,
-                rc.pod_cidr,
-                rc.service_cidr,
-                self.kubeconfigs[&rc.name].display()
-            );
-        }
-        y
-    }
-
-    fn status(&self, node: &str) -> serde_json::Value {
-        let s = self.lab.status(node, true);
-        serde_json::from_str(&s).unwrap_or_else(|e| panic!("status --json of {node}: {e}: {s}"))
-    }
-
-    fn logs(&self) -> String {
-        self.lab
-            .agent_nodes()
-            .iter()
-            .map(|n| format!("--- agent {n} ---\n{}", self.lab.agent_log(n)))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn pod_ping(&self, from: &str, to: &str) -> bool {
-        self.lab
-            .ping(&self.lab.pod_ns(from, 0), self.lab.pod_ip(to, 0))
-    }
-
-    fn wait(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !f() {
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out ({timeout:?}) waiting for {what}\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// The key a cluster's API currently holds for `node`.
-    fn advertised_key(&self, node: &str) -> Option<String> {
-        let cluster = &self.lab.node(node).cluster;
-        let n = self.apis[cluster].get("Node", None, node)?;
-        n["metadata"]["annotations"][ANN_PUBLIC_KEY]
-            .as_str()
-            .map(str::to_string)
-    }
-
-    fn peer_key(&self, at: &str, peer: &str) -> Option<String> {
-        let s = self.status(at);
-        s["agent"]["peers"]
-            .as_array()?
-            .iter()
-            .find_map(|p| (p["name"] == peer).then(|| p["publicKey"].as_str().unwrap().to_string()))
-    }
-}
 
 fn file_key(path: &std::path::Path) -> String {
     let private = sdn_tunnel::keys::read_private_key_file(path).unwrap();
@@ -152,20 +21,16 @@ fn peers_from_the_api_survive_outages_follow_churn_and_rekey() {
     if !common::require_root() {
         return;
     }
-    let kl = KubeLab::up();
+    let kl = KubeLab::up(LabOptions {
+        bin: Some(env!("CARGO_BIN_EXE_sdn-tunnel").into()),
+        ..LabOptions::default()
+    })
+    .expect("lab up");
     let lab = &kl.lab;
     // a2 has no key yet: the agent must create one (0600) and advertise it.
     std::fs::remove_file(lab.private_key_file("a2")).unwrap();
-    for n in lab.agent_nodes() {
-        lab.write_agent_config(&n, &kl.config(&n)).unwrap();
-        lab.start_agent(&n).unwrap();
-    }
-    for n in lab.agent_nodes() {
-        lab.wait_agent_ready(&n, Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-    }
-    lab.wait_connected(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", kl.logs()));
+    kl.start_agents(|_| String::new(), Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"));
 
     // Self-advertisement: every Node carries the key of its node's key file.
     let mode = std::fs::metadata(lab.private_key_file("a2"))

@@ -12,6 +12,7 @@
 //! names, so concurrent labs (parallel tests) never collide.
 
 pub mod bench;
+pub mod kube;
 pub mod netns;
 pub mod topology;
 pub mod traffic;

@@ -89,6 +89,20 @@ impl Remotes {
         desired
     }
 
+    /// Service CIDRs of remotes that haven't delivered a complete snapshot since we started:
+    /// the proxy must not remove what the kernel holds for them.
+    pub fn unsynced_service_cidrs(&self, cfg: &Config) -> Vec<ipnetwork::IpNetwork> {
+        self.feeds
+            .iter()
+            .filter(|rx| !rx.borrow().health.synced)
+            .filter_map(|rx| {
+                let name = rx.borrow().remote.clone();
+                cfg.remotes.iter().find(|r| r.name == name)
+            })
+            .flat_map(|r| r.service_cidrs.iter().copied())
+            .collect()
+    }
+
     fn log_rejections(&mut self, now: &[Rejected]) {
         let current: HashSet<Rejected> = now.iter().cloned().collect();
         for r in now {

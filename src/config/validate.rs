@@ -3,7 +3,7 @@
 //! reports every problem at once, each naming the offending field by its YAML path
 //! (e.g. `remotes[0].static.peers[2].publicKey`).
 
-use super::{Advertise, Config, ProxyBackend, RemoteConfig, StaticPeer};
+use super::{Advertise, Config, RemoteConfig, StaticPeer};
 use crate::cidr;
 use crate::keys::{self, KeyError};
 use ipnetwork::IpNetwork;
@@ -263,15 +263,29 @@ impl Checker {
     }
 
     fn proxy(&mut self, cfg: &Config) {
-        let name = match cfg.proxy.backend {
-            ProxyBackend::None => return,
-            ProxyBackend::Ipvs => "ipvs",
-            ProxyBackend::Nftables => "nftables",
-        };
-        self.err(
-            "proxy.backend",
-            format!("'{name}' is not implemented in this version; use none"),
-        );
+        let p = &cfg.proxy;
+        const SCHEDULERS: &[&str] = &["rr", "wrr", "lc", "wlc", "sh", "dh", "mh", "sed", "nq"];
+        if !SCHEDULERS.contains(&p.scheduler.as_str()) {
+            self.err(
+                "proxy.scheduler",
+                format!(
+                    "unknown IPVS scheduler '{}'; use one of {}",
+                    p.scheduler,
+                    SCHEDULERS.join(", ")
+                ),
+            );
+        }
+        if let Some(reason) = ifname_problem(&p.device) {
+            self.err("proxy.device", reason);
+        } else if p.device == cfg.tunnel.device {
+            self.err("proxy.device", "must differ from tunnel.device");
+        }
+        if p.peer_down_after_seconds < 10 {
+            self.err(
+                "proxy.peerDownAfterSeconds",
+                "must be at least 10 (a handshake happens every 2 minutes under traffic)",
+            );
+        }
     }
 
     fn remotes(&mut self, cfg: &Config) {
@@ -549,7 +563,7 @@ fn list(nets: &[IpNetwork]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{StaticSource, TunnelConfig};
+    use crate::config::{ProxyBackend, StaticSource, TunnelConfig};
     use std::os::unix::fs::PermissionsExt;
 
     const EXAMPLE: &str = include_str!("../../examples/config.yaml");
@@ -870,19 +884,25 @@ mod tests {
     }
 
     #[test]
-    fn proxy_backend_not_implemented() {
-        for (backend, name) in [
-            (ProxyBackend::Ipvs, "ipvs"),
-            (ProxyBackend::Nftables, "nftables"),
+    fn proxy_settings() {
+        for backend in [
+            ProxyBackend::Ipvs,
+            ProxyBackend::Nftables,
+            ProxyBackend::None,
         ] {
             let mut cfg = example();
             cfg.proxy.backend = backend;
-            let errs = errors(&cfg);
-            assert_eq!(
-                errs[0].to_string(),
-                format!("proxy.backend: '{name}' is not implemented in this version; use none")
-            );
+            assert!(errors(&cfg).is_empty(), "{:?}", errors(&cfg));
         }
+        let mut cfg = example();
+        cfg.proxy.scheduler = "fastest".into();
+        assert_error(&cfg, "proxy.scheduler", "unknown IPVS scheduler 'fastest'");
+        let mut cfg = example();
+        cfg.proxy.device = cfg.tunnel.device.clone();
+        assert_error(&cfg, "proxy.device", "must differ from tunnel.device");
+        let mut cfg = example();
+        cfg.proxy.peer_down_after_seconds = 1;
+        assert_error(&cfg, "proxy.peerDownAfterSeconds", "at least 10");
     }
 
     #[test]

@@ -4,11 +4,11 @@
 
 use crate::model::DesiredService;
 use crate::source::{Endpoint, Protocol, RemoteService, ServicePort};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 
 /// What a backend may receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum BackendState {
     /// Ready: takes new connections.
@@ -20,7 +20,7 @@ pub enum BackendState {
     PeerDown,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Backend {
     pub addr: SocketAddr,
@@ -28,7 +28,7 @@ pub struct Backend {
     pub state: BackendState,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualService {
     pub remote: String,

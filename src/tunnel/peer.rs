@@ -19,6 +19,7 @@ pub struct Peer {
     /// its timer ticks, which lag a handshake that completes between them).
     last_handshake: RwLock<Option<SystemTime>>,
     pub info: RwLock<PeerInfo>,
+    pub created_at: std::time::Instant,
 }
 
 /// Mutable labels and config; the crypto-key routing itself lives in the PeerSet's table.
@@ -50,6 +51,7 @@ impl Peer {
             endpoint: RwLock::new(endpoint),
             last_handshake: RwLock::new(None),
             info: RwLock::new(info),
+            created_at: std::time::Instant::now(),
         }
     }
 
@@ -97,6 +99,15 @@ impl Peer {
             last_handshake: last,
             tx_bytes: tx as u64,
             rx_bytes: rx as u64,
+        }
+    }
+
+    /// No handshake within `threshold` (counted from the peer's creation if there never was
+    /// one): the proxy sends no new connections to backends behind it.
+    pub fn is_down(&self, threshold: std::time::Duration) -> bool {
+        match self.stats().last_handshake {
+            Some(t) => t.elapsed().map(|e| e > threshold).unwrap_or(false),
+            None => self.created_at.elapsed() > threshold,
         }
     }
 

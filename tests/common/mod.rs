@@ -162,3 +162,47 @@ impl Drop for Netns {
         }
     }
 }
+
+/// For tests that need a real kernel feature this machine lacks (IPVS): returns true when
+/// running inside the VM (go on), false after re-running `test` of this test binary inside the
+/// VM with `../shared/vm/vm-run` (one boot) and asserting it passed there. Skips or fails like
+/// [`require_root`] when vm-run is missing.
+pub fn in_vm_or_rerun(test: &str) -> bool {
+    if std::env::var_os("VM_RUN_GUEST").is_some() {
+        return true;
+    }
+    let vm_run = match std::env::var_os("SDN_TUNNEL_VM_RUN") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => {
+            let beside =
+                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vm/vm-run");
+            let fixed = std::path::PathBuf::from("/work/shared/vm/vm-run");
+            if !beside.exists() && fixed.exists() {
+                fixed
+            } else {
+                beside
+            }
+        }
+    };
+    if !vm_run.exists() {
+        skip_or_fail(&format!(
+            "needs {} to boot a kernel with IPVS",
+            vm_run.display()
+        ));
+        return false;
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new(&vm_run)
+        .args(["--timeout", "900", "--"])
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .status()
+        .unwrap_or_else(|e| panic!("run {}: {e}", vm_run.display()));
+    eprintln!("vm-run finished in {:?}", started.elapsed());
+    assert!(
+        status.success(),
+        "the test inside the VM failed ({status}); its output is above"
+    );
+    false
+}

@@ -1,0 +1,244 @@
+//! The proxy loop: turns the planned remote services into virtual services (pure) and keeps
+//! the chosen backend (IPVS or nftables) in sync with them. Re-evaluates every 2 s because
+//! backend states depend on tunnel handshakes and on draining connections, not only on
+//! snapshot changes; re-reads the kernel every 60 s to repair manual edits.
+
+use crate::config::{Config, ProxyBackend};
+use crate::control::{AgentFacts, ProxyStatus};
+use crate::model::DesiredService;
+use crate::proxy::ipvs_backend::IpvsBackend;
+use crate::proxy::model::{virtual_services, VirtualService};
+use crate::proxy::nft_backend;
+use crate::source::now_unix;
+use crate::tunnel::Device;
+use ipnetwork::IpNetwork;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+const TICK: Duration = Duration::from_secs(2);
+const RESYNC: Duration = Duration::from_secs(60);
+const RETRY: Duration = Duration::from_secs(30);
+/// How long the nftables backend waits for unsynced remotes before programming without them.
+const NFT_FIRST_SYNC_WAIT: Duration = Duration::from_secs(60);
+
+/// Our nftables proxy table (family inet).
+pub fn nft_table(cfg: &Config) -> String {
+    format!("{}_proxy", cfg.tunnel.nft_table())
+}
+
+pub fn remote_service_cidrs(cfg: &Config) -> Vec<IpNetwork> {
+    cfg.remotes
+        .iter()
+        .flat_map(|r| r.service_cidrs.iter().copied())
+        .collect()
+}
+
+enum Backend {
+    Ipvs(Box<IpvsBackend>),
+    Nft(String),
+}
+
+/// What the proxy gets on every re-plan.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProxyInput {
+    pub services: Vec<DesiredService>,
+    /// Service CIDRs of remotes not synced since start: left as the kernel holds them.
+    pub protected: Vec<IpNetwork>,
+}
+
+pub struct ProxyTask {
+    pub cfg: Arc<Config>,
+    pub device: Arc<Device>,
+    pub services: watch::Receiver<Arc<ProxyInput>>,
+    pub facts: Arc<RwLock<AgentFacts>>,
+}
+
+impl ProxyTask {
+    pub async fn run(mut self) -> std::io::Result<()> {
+        let kind = self.cfg.proxy.backend;
+        let mut backend = loop {
+            match self.backend().await {
+                Ok(b) => break b,
+                Err(e) => {
+                    tracing::error!(backend = ?kind, error = %e,
+                        "service proxy unavailable; remote ClusterIPs won't work; retrying in 30s");
+                    self.set_status(|s| s.last_error = Some(e.clone()));
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        };
+        let mut tick = tokio::time::interval(TICK);
+        let mut resync = tokio::time::interval(RESYNC);
+        resync.tick().await;
+        let mut last: Option<Vec<VirtualService>> = None;
+        let started_at = Instant::now();
+        let mut force = true;
+        loop {
+            tokio::select! {
+                r = self.services.changed() => {
+                    if r.is_err() {
+                        return Ok(());
+                    }
+                }
+                _ = tick.tick() => {}
+                _ = resync.tick() => {
+                    force = true;
+                    if let Backend::Ipvs(b) = &mut backend {
+                        b.resync();
+                    }
+                }
+            }
+            let desired = self.desired();
+            let protected = self.services.borrow().protected.clone();
+            let draining = matches!(&backend, Backend::Ipvs(b) if b.has_draining());
+            if !force && !draining && last.as_ref() == Some(&desired) {
+                continue;
+            }
+            // nftables rewrites its table from the desired list alone: wait for every remote's
+            // first snapshot (IPVS keeps unsynced remotes' services itself).
+            if matches!(backend, Backend::Nft(_))
+                && !protected.is_empty()
+                && started_at.elapsed() < NFT_FIRST_SYNC_WAIT
+            {
+                continue;
+            }
+            let started = Instant::now();
+            let result = match &mut backend {
+                Backend::Ipvs(b) => b
+                    .sync(&desired, &protected)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .map(|st| {
+                        if st.requests > 0 || st.vips_added > 0 || st.vips_removed > 0 {
+                            tracing::info!(
+                                requests = st.requests,
+                                failed = st.failed,
+                                vips_added = st.vips_added,
+                                vips_removed = st.vips_removed,
+                                services = st.services,
+                                "IPVS programmed"
+                            );
+                        }
+                    }),
+                Backend::Nft(table) => {
+                    let table = table.clone();
+                    let d = desired.clone();
+                    tokio::task::spawn_blocking(move || nft_backend::apply(&table, &d))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                        .map(|()| {
+                            tracing::info!(services = desired.len(), "nftables proxy programmed")
+                        })
+                }
+            };
+            let took = started.elapsed();
+            match result {
+                Ok(()) => {
+                    force = false;
+                    self.set_status(|s| {
+                        s.last_sync_unix = Some(now_unix());
+                        s.last_sync_ms = took.as_secs_f64() * 1000.0;
+                        s.last_error = None;
+                        s.virtual_services = desired.len();
+                        s.real_servers = desired.iter().map(|v| v.backends.len()).sum();
+                        s.services = desired.clone();
+                    });
+                    last = Some(desired);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "service proxy sync failed; retrying");
+                    self.set_status(|s| s.last_error = Some(e));
+                }
+            }
+        }
+    }
+
+    async fn backend(&self) -> Result<Backend, String> {
+        let p = &self.cfg.proxy;
+        match p.backend {
+            ProxyBackend::Ipvs => {
+                let handle = crate::link::connect().map_err(|e| e.to_string())?;
+                let b = IpvsBackend::new(
+                    handle,
+                    &p.device,
+                    &p.scheduler,
+                    Duration::from_secs(p.drain_timeout_seconds.into()),
+                    remote_service_cidrs(&self.cfg),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(Backend::Ipvs(Box::new(b)))
+            }
+            ProxyBackend::Nftables => Ok(Backend::Nft(nft_table(&self.cfg))),
+            ProxyBackend::None => Err("no backend".into()),
+        }
+    }
+
+    fn desired(&self) -> Vec<VirtualService> {
+        let threshold = Duration::from_secs(self.cfg.proxy.peer_down_after_seconds.into());
+        let peers = self.device.peers();
+        let down = |remote: &str, node: &str| {
+            peers
+                .peers
+                .iter()
+                .find(|p| {
+                    let i = p.info();
+                    i.remote == remote && i.name.as_deref() == Some(node)
+                })
+                .is_some_and(|p| p.is_down(threshold))
+        };
+        virtual_services(&self.services.borrow().services, &down)
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut ProxyStatus)) {
+        let mut facts = self.facts.write().unwrap_or_else(|e| e.into_inner());
+        let s = facts.proxy.get_or_insert_with(|| ProxyStatus {
+            backend: format!("{:?}", self.cfg.proxy.backend).to_lowercase(),
+            ..Default::default()
+        });
+        f(s);
+    }
+}
+
+/// Removes everything the proxy owns: our IPVS services (VIPs in remote service CIDRs), the VIP
+/// device, the nftables proxy table. Best effort, idempotent; returns a summary.
+pub async fn teardown(cfg: &Config) -> String {
+    let mut parts = Vec::new();
+    let owned = remote_service_cidrs(cfg);
+    // No IPVS in this kernel: nothing of ours there.
+    if let Ok(c) = crate::proxy::ipvs::AsyncIpvsClient::new().await {
+        {
+            let owned2 = owned.clone();
+            let r = c
+                .run(move |c| -> Result<usize, crate::proxy::ipvs::IpvsError> {
+                    let ours: Vec<_> = c
+                        .services()?
+                        .into_iter()
+                        .filter(|s| crate::proxy::ipvs_plan::is_ours(&s.key, &owned2))
+                        .map(|s| crate::proxy::ipvs::Request::DeleteService(s.key))
+                        .collect();
+                    let n = ours.len();
+                    for r in c.apply(&ours) {
+                        r?;
+                    }
+                    Ok(n)
+                })
+                .await;
+            match r {
+                Ok(Ok(n)) => parts.push(format!("{n} IPVS service(s)")),
+                Ok(Err(e)) | Err(e) => parts.push(format!("IPVS: {e}")),
+            }
+        }
+    }
+    if let Ok(h) = crate::link::connect() {
+        if let Ok(true) = crate::link::delete(&h, &cfg.proxy.device).await {
+            parts.push(format!("device {}", cfg.proxy.device));
+        }
+    }
+    if let Ok(true) = nft_backend::delete(&nft_table(cfg)) {
+        parts.push(format!("nft table {}", nft_table(cfg)));
+    }
+    parts.join(", ")
+}

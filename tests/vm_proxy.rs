@@ -1,0 +1,264 @@
+//! Remote ClusterIPs through real kernel IPVS, end to end: this machine's kernel has no IPVS,
+//! so the test re-runs itself inside the VM (`../shared/vm/vm-run`, one boot) and builds the
+//! netns lab there, with peers and services from fake API servers (the kube source). A pod in
+//! cluster east connects to a west ClusterIP; IPVS on its own node picks a west pod; the
+//! connection goes through the tunnel.
+//!
+//! Checks: the real `ipvsadm -Ln` equals `sdn-tunnel status --ipvs`; round robin over 3
+//! backends (by their replies); a removed endpoint drains (weight 0, its open connection keeps
+//! working, no new ones, deleted after); an empty service refuses at once; a restarted agent
+//! (after SIGKILL) adopts IPVS without changing anything.
+
+mod common;
+
+use fakekube::gen;
+use sdn_lab::kube::KubeLab;
+use sdn_lab::{in_netns, LabOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// A TCP server in a pod namespace: says its name, then echoes lines.
+fn serve(kl: &KubeLab, node: &str, pod: usize, port: u16) -> String {
+    let name = format!("{node}-p{pod}");
+    let ns = kl.lab.pod_ns(node, pod);
+    let listener = in_netns(&ns, || TcpListener::bind(("0.0.0.0", port)))
+        .unwrap()
+        .unwrap();
+    let n = name.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let n = n.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let _ = writeln!(w, "{n}");
+                for line in BufReader::new(conn).lines().map_while(Result::ok) {
+                    let _ = writeln!(w, "{line}");
+                }
+            });
+        }
+    });
+    name
+}
+
+/// Connects from pod 0 of `node` to `vip` and reads the backend's name.
+fn hello(kl: &KubeLab, node: &str, vip: SocketAddr) -> std::io::Result<(String, TcpStream)> {
+    let ns = kl.lab.pod_ns(node, 0);
+    let s = in_netns(&ns, || {
+        TcpStream::connect_timeout(&vip, Duration::from_secs(5))
+    })
+    .unwrap()?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = String::new();
+    BufReader::new(s.try_clone()?).read_line(&mut line)?;
+    Ok((line.trim().to_string(), s))
+}
+
+fn ipvsadm(kl: &KubeLab, node: &str) -> String {
+    let out = kl.lab.exec(&kl.lab.node_ns(node), &["ipvsadm", "-Ln"]);
+    assert!(out.status.success(), "ipvsadm: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn our_ipvs_text(kl: &KubeLab, node: &str) -> String {
+    let bin = env!("CARGO_BIN_EXE_sdn-tunnel");
+    let cfg = kl.lab.agent_config_path(node);
+    let out = kl.lab.exec(
+        &kl.lab.node_ns(node),
+        &[bin, "status", "--config", cfg.to_str().unwrap(), "--ipvs"],
+    );
+    assert!(out.status.success(), "status --ipvs: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `(weight, active, inactive)` of `dest` under `vip` in `ipvsadm -Ln`, if listed.
+fn dest_line(text: &str, vip: SocketAddr, dest: SocketAddr) -> Option<(u32, u32, u32)> {
+    let mut in_vip = false;
+    for l in text.lines() {
+        if l.starts_with("TCP") || l.starts_with("UDP") {
+            in_vip = l.split_whitespace().nth(1) == Some(&vip.to_string());
+        } else if in_vip && l.trim_start().starts_with("->") {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.get(1) == Some(&dest.to_string().as_str()) {
+                return Some((f[3].parse().ok()?, f[4].parse().ok()?, f[5].parse().ok()?));
+            }
+        }
+    }
+    None
+}
+
+fn slice(kl: &KubeLab, backends: &[(&str, usize)]) -> serde_json::Value {
+    let eps: Vec<gen::Endpoint> = backends
+        .iter()
+        .map(|(n, p)| gen::Endpoint::ready(&kl.lab.pod_ip(n, *p).to_string(), n))
+        .collect();
+    gen::endpoint_slice(
+        "default",
+        "web",
+        "web-1",
+        &eps,
+        &[gen::Port::tcp("http", 80, 8080)],
+    )
+}
+
+#[test]
+fn remote_cluster_ip_through_ipvs() {
+    if !common::require_root() || !common::in_vm_or_rerun("remote_cluster_ip_through_ipvs") {
+        return;
+    }
+    let kl = KubeLab::up(LabOptions {
+        bin: Some(env!("CARGO_BIN_EXE_sdn-tunnel").into()),
+        pods_per_node: 2,
+        ..LabOptions::default()
+    })
+    .expect("lab up");
+    let west_svc = kl.lab.topology().cluster("west").unwrap().service_cidr;
+    let vip = SocketAddr::new(west_svc.nth(10).into(), 80);
+    let empty_vip = SocketAddr::new(west_svc.nth(11).into(), 80);
+    let backends = [("b1", 0), ("b1", 1), ("b2", 0)];
+    let names: Vec<String> = backends
+        .iter()
+        .map(|(n, p)| serve(&kl, n, *p, 8080))
+        .collect();
+    let west = &kl.apis["west"];
+    let port = [gen::Port::tcp("http", 80, 8080)];
+    west.apply(gen::service(
+        "default",
+        "web",
+        &[&vip.ip().to_string()],
+        &port,
+    ))
+    .unwrap();
+    west.apply(slice(&kl, &backends)).unwrap();
+    west.apply(gen::service(
+        "default",
+        "empty",
+        &[&empty_vip.ip().to_string()],
+        &port,
+    ))
+    .unwrap();
+    west.apply(gen::endpoint_slice(
+        "default",
+        "empty",
+        "empty-1",
+        &[],
+        &port,
+    ))
+    .unwrap();
+
+    kl.start_agents(
+        |n| {
+            if n.starts_with('a') {
+                "proxy: {backend: ipvs, drainTimeoutSeconds: 15}".into()
+            } else {
+                String::new()
+            }
+        },
+        LONG,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    kl.wait("a1 programs 2 virtual services", LONG, || {
+        kl.try_status("a1")
+            .is_some_and(|s| s["agent"]["proxy"]["virtualServices"] == 2)
+    });
+
+    // 1. Our status prints exactly what the real ipvsadm prints.
+    kl.wait("3 real servers in ipvsadm", LONG, || {
+        (0..3).all(|i| {
+            let dest = SocketAddr::new(kl.lab.pod_ip(backends[i].0, backends[i].1).into(), 8080);
+            dest_line(&ipvsadm(&kl, "a1"), vip, dest).is_some()
+        })
+    });
+    let real = ipvsadm(&kl, "a1");
+    assert_eq!(our_ipvs_text(&kl, "a1"), real);
+    eprintln!("ipvsadm -Ln on a1:\n{real}");
+    let annotated = kl.lab.status("a1", false);
+    assert!(annotated.contains("# west/default/web:http"), "{annotated}");
+
+    // 2. Round robin across the 3 remote pods, through the tunnel.
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..15 {
+        let (who, _) =
+            hello(&kl, "a1", vip).unwrap_or_else(|e| panic!("connect {vip}: {e}\n{}", kl.logs()));
+        *seen.entry(who).or_default() += 1;
+    }
+    eprintln!("replies: {seen:?}");
+    for n in &names {
+        assert!(
+            seen.get(n).copied().unwrap_or(0) >= 3,
+            "{n} got too few: {seen:?}"
+        );
+    }
+
+    // 3. An empty service refuses at once (no silent timeout).
+    let t = Instant::now();
+    let r = hello(&kl, "a1", empty_vip);
+    let took = t.elapsed();
+    let e = r.expect_err("connecting to an empty service must fail");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    assert!(took < Duration::from_secs(1), "refusal took {took:?}");
+
+    // 4. Endpoint removal drains: weight 0, the open connection lives on, then it goes.
+    let (victim, mut held) = hello(&kl, "a1", vip).unwrap();
+    let i = names.iter().position(|n| *n == victim).unwrap();
+    let victim_addr = SocketAddr::new(kl.lab.pod_ip(backends[i].0, backends[i].1).into(), 8080);
+    let rest: Vec<_> = backends
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, b)| *b)
+        .collect();
+    west.apply(slice(&kl, &rest)).unwrap();
+    kl.wait("victim quiesced (weight 0)", LONG, || {
+        matches!(
+            dest_line(&ipvsadm(&kl, "a1"), vip, victim_addr),
+            Some((0, _, _))
+        )
+    });
+    for _ in 0..6 {
+        let (who, _) = hello(&kl, "a1", vip).unwrap();
+        assert_ne!(who, victim, "a draining backend got a new connection");
+    }
+    writeln!(held, "still here").unwrap();
+    let mut line = String::new();
+    BufReader::new(held.try_clone().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        "still here",
+        "the drained connection must keep working"
+    );
+    drop(held);
+    kl.wait("victim deleted after draining", LONG, || {
+        dest_line(&ipvsadm(&kl, "a1"), vip, victim_addr).is_none()
+    });
+
+    // 5. Restart after a crash adopts IPVS as it is: nothing deleted or re-created.
+    let before = ipvsadm(&kl, "a1");
+    kl.lab.stop_agent("a1", libc::SIGKILL).unwrap();
+    let log_len = kl.lab.agent_log("a1").len();
+    kl.lab.start_agent("a1").unwrap();
+    kl.lab.wait_agent_ready("a1", LONG).unwrap();
+    kl.wait("a1 proxy synced after restart", LONG, || {
+        kl.try_status("a1")
+            .is_some_and(|s| s["agent"]["proxy"]["lastSyncUnix"].is_u64())
+    });
+    let after_log = kl.lab.agent_log("a1")[log_len..].to_string();
+    assert!(
+        !after_log.contains("IPVS programmed"),
+        "restart changed IPVS:\n{after_log}"
+    );
+    let strip = |t: &str| -> Vec<String> {
+        // Connection counters move; compare everything else.
+        t.lines()
+            .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(strip(&ipvsadm(&kl, "a1")), strip(&before));
+    kl.wait("traffic after restart", LONG, || {
+        hello(&kl, "a1", vip).is_ok()
+    });
+}
