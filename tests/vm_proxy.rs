@@ -13,47 +13,23 @@ mod common;
 
 use fakekube::gen;
 use sdn_lab::kube::KubeLab;
-use sdn_lab::{in_netns, LabOptions};
+use sdn_lab::{serve_named_echo, LabOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(120);
 
-/// A TCP server in a pod namespace: says its name, then echoes lines.
+/// A backend: the pod answers with its name, then echoes.
 fn serve(kl: &KubeLab, node: &str, pod: usize, port: u16) -> String {
     let name = format!("{node}-p{pod}");
-    let ns = kl.lab.pod_ns(node, pod);
-    let listener = in_netns(&ns, || TcpListener::bind(("0.0.0.0", port)))
-        .unwrap()
-        .unwrap();
-    let n = name.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let n = n.clone();
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                let _ = writeln!(w, "{n}");
-                for line in BufReader::new(conn).lines().map_while(Result::ok) {
-                    let _ = writeln!(w, "{line}");
-                }
-            });
-        }
-    });
+    serve_named_echo(&kl.lab.pod_ns(node, pod), &name, port).unwrap();
     name
 }
 
 /// Connects from pod 0 of `node` to `vip` and reads the backend's name.
 fn hello(kl: &KubeLab, node: &str, vip: SocketAddr) -> std::io::Result<(String, TcpStream)> {
-    let ns = kl.lab.pod_ns(node, 0);
-    let s = in_netns(&ns, || {
-        TcpStream::connect_timeout(&vip, Duration::from_secs(5))
-    })
-    .unwrap()?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut line = String::new();
-    BufReader::new(s.try_clone()?).read_line(&mut line)?;
-    Ok((line.trim().to_string(), s))
+    sdn_lab::hello(&kl.lab.pod_ns(node, 0), vip)
 }
 
 fn ipvsadm(kl: &KubeLab, node: &str) -> String {

@@ -227,3 +227,41 @@ mod tests {
         assert_ne!(fnv1a(FNV_OFFSET, &x), fnv1a(FNV_OFFSET, &x[1..]));
     }
 }
+
+/// A TCP server in namespace `ns` on `port`: on each connection it says `name`, then echoes
+/// lines. Runs on background threads for the rest of the process.
+pub fn serve_named_echo(ns: &str, name: &str, port: u16) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = crate::netns::in_netns(ns, || std::net::TcpListener::bind(("0.0.0.0", port)))??;
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let n = name.clone();
+            std::thread::spawn(move || {
+                let Ok(mut w) = conn.try_clone() else { return };
+                let _ = writeln!(w, "{n}");
+                for line in BufReader::new(conn).lines().map_while(Result::ok) {
+                    let _ = writeln!(w, "{line}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Connects from namespace `ns` to `addr` and reads the server's first line (its name, see
+/// [`serve_named_echo`]); returns it with the open connection.
+pub fn hello(
+    ns: &str,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(String, std::net::TcpStream)> {
+    use std::io::BufRead;
+    let s = crate::netns::in_netns(ns, || {
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+    })
+    .map_err(std::io::Error::other)??;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut line = String::new();
+    std::io::BufReader::new(s.try_clone()?).read_line(&mut line)?;
+    Ok((line.trim().to_string(), s))
+}
