@@ -212,22 +212,6 @@ pub fn udp_echo(from_ns: &str, to_ns: &str, to_ip: IpAddr, port: u16, count: u32
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fill_is_deterministic_and_not_constant() {
-        let (mut a, mut b) = (1u64, 1u64);
-        let (mut x, mut y) = ([0u8; 37], [0u8; 37]);
-        fill(&mut a, &mut x);
-        fill(&mut b, &mut y);
-        assert_eq!(x, y);
-        assert!(x.iter().any(|&v| v != x[0]));
-        assert_ne!(fnv1a(FNV_OFFSET, &x), fnv1a(FNV_OFFSET, &x[1..]));
-    }
-}
-
 /// A TCP server in namespace `ns` on `port`: on each connection it says `name`, then echoes
 /// lines. Runs on background threads for the rest of the process.
 pub fn serve_named_echo(ns: &str, name: &str, port: u16) -> anyhow::Result<()> {
@@ -264,4 +248,20 @@ pub fn hello(
     let mut line = String::new();
     std::io::BufReader::new(s.try_clone()?).read_line(&mut line)?;
     Ok((line.trim().to_string(), s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_is_deterministic_and_not_constant() {
+        let (mut a, mut b) = (1u64, 1u64);
+        let (mut x, mut y) = ([0u8; 37], [0u8; 37]);
+        fill(&mut a, &mut x);
+        fill(&mut b, &mut y);
+        assert_eq!(x, y);
+        assert!(x.iter().any(|&v| v != x[0]));
+        assert_ne!(fnv1a(FNV_OFFSET, &x), fnv1a(FNV_OFFSET, &x[1..]));
+    }
 }
