@@ -74,6 +74,10 @@ pub struct LabOptions {
     pub intra_cluster_routes: bool,
     /// Progress messages on stderr.
     pub verbose: bool,
+    /// Give every sdn-tunnel cluster a static remote service `default/web` (ClusterIP = .10 of
+    /// its service CIDR, port 80 -> 8080 on pod 0 of each node) in the other clusters' configs,
+    /// proxied with the nftables backend.
+    pub services: bool,
 }
 
 impl Default for LabOptions {
@@ -92,6 +96,7 @@ impl Default for LabOptions {
             persistent_keepalive: 25,
             intra_cluster_routes: true,
             verbose: false,
+            services: false,
         }
     }
 }
@@ -460,6 +465,14 @@ impl Lab {
             format!("{}:{}", n.underlay_v4, n.listen_port)
         }
     }
+    /// The ClusterIP of the `default/web` service of `cluster` (with [`LabOptions::services`]).
+    pub fn service_ip(&self, cluster: &str) -> Ipv4Addr {
+        self.topo
+            .cluster(cluster)
+            .expect("cluster")
+            .service_cidr
+            .nth(10)
+    }
     pub fn public_key(&self, node: &str) -> String {
         self.keys[node].public_key.clone()
     }
@@ -504,7 +517,11 @@ impl Lab {
             self.keys[node].private_key_file.display(),
             self.opts.persistent_keepalive
         );
-        y += "proxy: {backend: none}\n";
+        y += if self.opts.services {
+            "proxy: {backend: nftables}\n"
+        } else {
+            "proxy: {backend: none}\n"
+        };
         y += "remotes:\n";
         for rc in self.topo.clusters.iter().filter(|rc| rc.name != c.name) {
             y += &format!("  - name: {}\n", rc.name);
@@ -518,6 +535,24 @@ impl Lab {
                     self.keys[p].public_key,
                     self.endpoint(p),
                     self.node(p).pod_cidr
+                );
+            }
+            if self.opts.services && !rc.foreign {
+                let eps: Vec<String> = rc
+                    .nodes
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{{ip: {}, nodeName: {p}, ports: {{http: 8080}}}}",
+                            self.pod_ip(p, 0)
+                        )
+                    })
+                    .collect();
+                y += &format!(
+                    "      services:\n        - {{namespace: default, name: web, clusterIP: {}, \
+                     ports: [{{name: http, port: 80}}], endpoints: [{}]}}\n",
+                    self.service_ip(&rc.name),
+                    eps.join(", ")
                 );
             }
         }

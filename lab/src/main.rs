@@ -170,7 +170,9 @@ fn demo(args: &LabArgs, keep: bool) -> Result<()> {
     let prefix = sdn_lab::new_prefix()?;
     *CURRENT.lock().unwrap() = Some(prefix.clone());
     heading("Building the lab");
-    let lab = Lab::up(args.options(prefix.clone(), keep)?)?;
+    let mut opts = args.options(prefix.clone(), keep)?;
+    opts.services = true;
+    let lab = Lab::up(opts)?;
     print!("{}", lab.describe());
 
     heading("Waiting for the tunnels (handshakes)");
@@ -213,6 +215,25 @@ fn demo(args: &LabArgs, keep: bool) -> Result<()> {
             ),
             &out,
         );
+    }
+    heading("Pod -> remote ClusterIP (nftables proxy on the client's node, then the tunnel)");
+    for n in &sdn {
+        sdn_lab::serve_named_echo(
+            &n.pod_ns[0],
+            &format!("pod {} on {}", n.pods[0], n.name),
+            8080,
+        )?;
+    }
+    let vip = std::net::SocketAddr::new(lab.service_ip(&last.cluster).into(), 80);
+    println!(
+        "$ connect from {} to {vip} (service default/web of cluster {}) 4 times:",
+        first.pod_ns[0], last.cluster
+    );
+    for i in 1..=4 {
+        match sdn_lab::hello(&first.pod_ns[0], vip) {
+            Ok((who, _)) => println!("  connection {i}: answered by {who}"),
+            Err(e) => println!("  connection {i}: FAILED: {e}"),
+        }
     }
     if let Some(n1) = topo.nodes.iter().find(|n| n.foreign) {
         heading("Interop: pod behind wireguard-go node n1 <-> pod behind our agent");
