@@ -132,7 +132,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     let mut node_cidrs = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
     let (mut src4, mut src6) = source_addresses(&cfg, &node_cidrs, &routes).await?;
-    let ruleset = nft::mss_clamp_ruleset(&t.nft_table(), &t.device, t.mtu);
+    let mut ruleset = tunnel_ruleset(&cfg, src4, src6);
     sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, true).await?;
     tracing::info!(
         routes = desired.routes.len(),
@@ -186,7 +186,9 @@ pub async fn run(cfg: Config) -> Result<()> {
                 if now != node_cidrs {
                     node_cidrs = now;
                     (src4, src6) = source_addresses(&cfg, &node_cidrs, &routes).await?;
-                    if let Err(e) = sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, false).await {
+                    ruleset = tunnel_ruleset(&cfg, src4, src6);
+                    // `true`: re-install the nft table too (its SNAT source may have changed).
+                    if let Err(e) = sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, true).await {
                         tracing::warn!(error = %format!("{e:#}"), "route update failed; will retry");
                     }
                 }
@@ -208,6 +210,21 @@ pub async fn run(cfg: Config) -> Result<()> {
     teardown(&cfg, &routes).await;
     drop(device);
     outcome
+}
+
+/// MSS clamping, plus (IPVS backend) source NAT of host-originated ClusterIP connections.
+fn tunnel_ruleset(
+    cfg: &Config,
+    src4: Option<std::net::Ipv4Addr>,
+    src6: Option<std::net::Ipv6Addr>,
+) -> String {
+    let t = &cfg.tunnel;
+    let base = nft::mss_clamp_ruleset(&t.nft_table(), &t.device, t.mtu);
+    if cfg.proxy.backend != crate::config::ProxyBackend::Ipvs {
+        return base;
+    }
+    let cidrs = proxy::remote_service_cidrs(cfg);
+    nft::with_host_snat(&base, &t.device, &cidrs, src4, src6)
 }
 
 /// This node's pod CIDRs: from the config, else from our Node.

@@ -77,6 +77,49 @@ pub fn mss_clamp_ruleset(table: &str, device: &str, mtu: u16) -> String {
     s
 }
 
+/// Adds to a [`mss_clamp_ruleset`] a source NAT for host-originated connections to remote
+/// ClusterIPs through IPVS: the host picks the VIP itself (bound locally) as source, which the
+/// remote cluster would route to its own service range, so such packets leaving through the
+/// tunnel get `src` (an address in this node's pod CIDR, like the tunnel routes' src) instead.
+pub fn with_host_snat(
+    ruleset: &str,
+    device: &str,
+    remote_service_cidrs: &[ipnetwork::IpNetwork],
+    src4: Option<std::net::Ipv4Addr>,
+    src6: Option<std::net::Ipv6Addr>,
+) -> String {
+    let v4: Vec<String> = remote_service_cidrs
+        .iter()
+        .filter(|n| n.is_ipv4())
+        .map(|n| n.to_string())
+        .collect();
+    let v6: Vec<String> = remote_service_cidrs
+        .iter()
+        .filter(|n| n.is_ipv6())
+        .map(|n| n.to_string())
+        .collect();
+    let mut chain = String::new();
+    if let (Some(src), false) = (src4, v4.is_empty()) {
+        chain += &format!(
+            "		oifname \"{device}\" ip saddr {{ {} }} snat ip to {src}\n",
+            v4.join(", ")
+        );
+    }
+    if let (Some(src), false) = (src6, v6.is_empty()) {
+        chain += &format!(
+            "		oifname \"{device}\" ip6 saddr {{ {} }} snat ip6 to {src}\n",
+            v6.join(", ")
+        );
+    }
+    if chain.is_empty() || !ruleset.ends_with("}\n") {
+        return ruleset.to_string();
+    }
+    let body = &ruleset[..ruleset.len() - 2];
+    format!(
+        "{body}\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{chain}\t}}\n}}\n"
+    )
+}
+
 /// A name we can put into an nft identifier position unquoted: `[A-Za-z_][A-Za-z0-9_]*`, at
 /// most 64 bytes.
 pub fn valid_table_name(table: &str) -> bool {
@@ -181,6 +224,35 @@ fn run(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_snat_chain_added_per_family() {
+        let base = mss_clamp_ruleset("sdn_tunnel_sdn0", "sdn0", 1420);
+        let cidrs: Vec<ipnetwork::IpNetwork> = vec![
+            "172.31.0.0/16".parse().unwrap(),
+            "fd00:31::/108".parse().unwrap(),
+        ];
+        let r = with_host_snat(
+            &base,
+            "sdn0",
+            &cidrs,
+            Some("10.128.0.1".parse().unwrap()),
+            None,
+        );
+        assert!(r.starts_with(&base[..base.len() - 2]));
+        assert!(
+            r.contains("type nat hook postrouting priority srcnat;"),
+            "{r}"
+        );
+        assert!(
+            r.contains("oifname \"sdn0\" ip saddr { 172.31.0.0/16 } snat ip to 10.128.0.1"),
+            "{r}"
+        );
+        assert!(!r.contains("ip6 saddr"), "no v6 source, no v6 rule: {r}");
+        assert!(r.ends_with("\t}\n}\n"));
+        // Nothing to do: unchanged.
+        assert_eq!(with_host_snat(&base, "sdn0", &cidrs, None, None), base);
+    }
+
     use super::*;
 
     const EXPECTED: &str = "\

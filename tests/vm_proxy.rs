@@ -6,7 +6,8 @@
 //!
 //! Checks: the real `ipvsadm -Ln` equals `sdn-tunnel status --ipvs`; round robin over 3
 //! backends (by their replies); a removed endpoint drains (weight 0, its open connection keeps
-//! working, no new ones, deleted after); an empty service refuses at once; a restarted agent
+//! working, no new ones, deleted after); the node itself reaches the ClusterIP (source NAT);
+//! an empty service refuses at once; a restarted agent
 //! (after SIGKILL) adopts IPVS without changing anything.
 
 mod common;
@@ -167,6 +168,11 @@ fn remote_cluster_ip_through_ipvs() {
             "{n} got too few: {seen:?}"
         );
     }
+
+    // The node itself (host-originated, source NAT into its pod CIDR) reaches it too.
+    let (who, _) = sdn_lab::hello(&kl.lab.node_ns("a1"), vip)
+        .unwrap_or_else(|e| panic!("node a1 -> {vip}: {e}\n{}", kl.logs()));
+    assert!(names.contains(&who), "{who}");
 
     // 3. An empty service refuses at once (no silent timeout).
     let t = Instant::now();
