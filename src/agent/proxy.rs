@@ -178,16 +178,20 @@ impl ProxyTask {
 
     fn desired(&self) -> Vec<VirtualService> {
         let threshold = Duration::from_secs(self.cfg.proxy.peer_down_after_seconds.into());
+        // Without keepalives an idle but healthy peer has no handshake either, and refusing
+        // new connections would keep it idle: only judge peers when keepalives are on.
+        let judge = self.cfg.tunnel.persistent_keepalive != 0;
         let peers = self.device.peers();
         let down = |remote: &str, node: &str| {
-            peers
-                .peers
-                .iter()
-                .find(|p| {
-                    let i = p.info();
-                    i.remote == remote && i.name.as_deref() == Some(node)
-                })
-                .is_some_and(|p| p.is_down(threshold))
+            judge
+                && peers
+                    .peers
+                    .iter()
+                    .find(|p| {
+                        let i = p.info();
+                        i.remote == remote && i.name.as_deref() == Some(node)
+                    })
+                    .is_some_and(|p| p.is_down(threshold))
         };
         virtual_services(&self.services.borrow().services, &down)
     }
@@ -233,8 +237,15 @@ pub async fn teardown(cfg: &Config) -> String {
         }
     }
     if let Ok(h) = crate::link::connect() {
-        if let Ok(true) = crate::link::delete(&h, &cfg.proxy.device).await {
-            parts.push(format!("device {}", cfg.proxy.device));
+        // Only a dummy device is ours to delete: never remove someone else's link by name.
+        let is_dummy = matches!(
+            crate::link::get(&h, &cfg.proxy.device).await,
+            Ok(Some(l)) if l.kind.as_deref() == Some("dummy")
+        );
+        if is_dummy {
+            if let Ok(true) = crate::link::delete(&h, &cfg.proxy.device).await {
+                parts.push(format!("device {}", cfg.proxy.device));
+            }
         }
     }
     if let Ok(true) = nft_backend::delete(&nft_table(cfg)) {

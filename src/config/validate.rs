@@ -280,10 +280,14 @@ impl Checker {
         } else if p.device == cfg.tunnel.device {
             self.err("proxy.device", "must differ from tunnel.device");
         }
-        if p.peer_down_after_seconds < 10 {
+        if p.peer_down_after_seconds < 150 {
             self.err(
                 "proxy.peerDownAfterSeconds",
-                "must be at least 10 (a handshake happens every 2 minutes under traffic)",
+                format!(
+                    "{} is too short: must be at least 150 (a healthy peer re-handshakes only \
+                     every 2 minutes)",
+                    p.peer_down_after_seconds
+                ),
             );
         }
     }
@@ -902,7 +906,7 @@ mod tests {
         assert_error(&cfg, "proxy.device", "must differ from tunnel.device");
         let mut cfg = example();
         cfg.proxy.peer_down_after_seconds = 1;
-        assert_error(&cfg, "proxy.peerDownAfterSeconds", "at least 10");
+        assert_error(&cfg, "proxy.peerDownAfterSeconds", "at least 150");
     }
 
     #[test]
