@@ -1,16 +1,65 @@
-# Container image for the sdn-tunnel agent.
-# Minimal placeholder: builds the binary and ships it on Debian with nftables. The full image
-# (DaemonSet use, non-root capabilities, labels, multi-arch, ...) is issue #6.
+# syntax=docker/dockerfile:1
+# Container image of the sdn-tunnel agent (DaemonSet: deploy/base/daemonset.yaml).
+#
+#   docker build -t sdn-tunnel .                     # runtime image (default, last stage)
+#   docker build --target debug -t sdn-tunnel:debug . # + wg, ipvsadm, iproute2 for debugging
+#
+# Runtime base: debian:bookworm-slim, not gcr.io/distroless/cc-debian12. The agent execs the
+# `nft` binary (MSS clamping and host SNAT in src/nft.rs, the nftables proxy backend in
+# src/proxy/nft_backend.rs), and distroless has no nftables: copying nft and its eight shared
+# libraries into distroless by hand would be fragile. The binary links only glibc and libgcc
+# (TLS is rustls), which bookworm-slim has. Nothing in the image needs a shell at run time: the
+# entrypoint is the binary itself (exec form), and the DaemonSet's probes exec the binary too.
+# Linted by hadolint in scripts/check-manifests.sh.
 
-FROM rust:1-bookworm AS build
+ARG RUST_VERSION=1
+ARG DEBIAN_RELEASE=bookworm
+
+# --- build ---------------------------------------------------------------------------------------
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
 WORKDIR /src
-COPY . .
-RUN cargo build --release --locked --bin sdn-tunnel
+# Only what the workspace needs to build (.dockerignore keeps target/, .git/, docs out).
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY lab ./lab
+COPY fakekube ./fakekube
+COPY examples ./examples
+# profile.release keeps line tables (debug = 1) for local profiling; the image does not need them.
+ENV CARGO_PROFILE_RELEASE_STRIP=debuginfo
+RUN cargo build --release --locked --package sdn-tunnel --bin sdn-tunnel \
+ && install -D -m 0755 target/release/sdn-tunnel /out/sdn-tunnel
 
-FROM debian:bookworm-slim
+# --- base: the runtime image ---------------------------------------------------------------------
+FROM debian:${DEBIAN_RELEASE}-slim AS base
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="sdn-tunnel" \
+      org.opencontainers.image.description="Per-node agent connecting Kubernetes clusters over userspace WireGuard" \
+      org.opencontainers.image.source="https://github.com/sdn-tunnel/sdn-tunnel" \
+      org.opencontainers.image.documentation="https://github.com/sdn-tunnel/sdn-tunnel/blob/main/docs/install.md" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
+# Unpinned on purpose (DL3008): Debian stable only ships security fixes, and pinning exact
+# versions would break the build with each fix. Pin the base image digest for reproducibility.
+# hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nftables ca-certificates \
+ && apt-get install -y --no-install-recommends nftables \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/sdn-tunnel /usr/local/bin/sdn-tunnel
+COPY --from=build /out/sdn-tunnel /usr/local/bin/sdn-tunnel
+# No USER: the agent runs as root (uid 0) in the container, because the capabilities that the
+# DaemonSet grants (NET_ADMIN, NET_RAW; everything else dropped) are only effective for uid 0:
+# Kubernetes sets no ambient capabilities for other users.
 ENTRYPOINT ["/usr/local/bin/sdn-tunnel"]
 CMD ["agent", "--config", "/etc/sdn-tunnel/config.yaml"]
+
+# --- debug: the runtime plus wg, ipvsadm and ip, to look at what the agent programmed -----------
+FROM base AS debug
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends wireguard-tools ipvsadm iproute2 \
+ && rm -rf /var/lib/apt/lists/*
+
+# --- runtime: the default target (a plain `docker build` builds the last stage) ----------------
+FROM base AS runtime

