@@ -93,6 +93,34 @@ pub async fn run(cfg: Config) -> Result<()> {
         );
     }
 
+    let dns = if cfg.dns.enabled {
+        let d = &cfg.dns;
+        let handle = crate::dns::DnsHandle::new(crate::dns::Zones::build(
+            &desired.services,
+            &d.cluster_set_domain,
+            d.ttl,
+        ));
+        let state = match crate::dns::DnsServer::bind(d.listen, handle.clone()).await {
+            Ok(server) => {
+                tracing::info!(listen = %d.listen, domain = %d.cluster_set_domain, "DNS responder up");
+                tasks.spawn(async move {
+                    server.run().await;
+                    Err(std::io::Error::other("the DNS responder stopped"))
+                });
+                Ok(handle.clone())
+            }
+            // The tunnel matters more than names: keep going, say why in logs and status.
+            Err(e) => {
+                tracing::error!(listen = %d.listen, error = %e, "DNS responder not started (dns.listen)");
+                Err(format!("bind {}: {e}", d.listen))
+            }
+        };
+        facts.write().unwrap_or_else(|e| e.into_inner()).dns = Some((d.listen.to_string(), state));
+        Some(handle)
+    } else {
+        None
+    };
+
     let key_changed = Arc::new(Notify::new());
     let (own_cidrs_tx, mut own_cidrs) = watch::channel(None);
     match &local_api {
@@ -160,6 +188,9 @@ pub async fn run(cfg: Config) -> Result<()> {
             _ = remotes.changed.notified() => {
                 tokio::time::sleep(REPLAN_DEBOUNCE).await;
                 let d = remotes.apply(&cfg, &device, &facts);
+                if let Some(h) = &dns {
+                    h.set_zones(crate::dns::Zones::build(&d.services, &cfg.dns.cluster_set_domain, cfg.dns.ttl));
+                }
                 let input = proxy::ProxyInput {
                     services: d.services,
                     protected: remotes.unsynced_service_cidrs(&cfg),

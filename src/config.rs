@@ -32,6 +32,46 @@ pub struct Config {
     pub proxy: ProxyConfig,
     #[serde(default)]
     pub remotes: Vec<RemoteConfig>,
+    #[serde(default)]
+    pub dns: DnsConfig,
+}
+
+/// The DNS responder for `<svc>.<ns>.svc.cluster.<remote>` and the merged clusterset domain.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// UDP and TCP. Not 53 by default: the node's own resolver usually has it.
+    #[serde(default = "default_dns_listen")]
+    pub listen: std::net::SocketAddr,
+    /// The merged zone (`<svc>.<ns>.svc.<domain>`); "" turns it off.
+    #[serde(default = "default_clusterset_domain")]
+    pub cluster_set_domain: String,
+    /// Seconds.
+    #[serde(default = "default_dns_ttl")]
+    pub ttl: u32,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            enabled: true,
+            listen: default_dns_listen(),
+            cluster_set_domain: default_clusterset_domain(),
+            ttl: default_dns_ttl(),
+        }
+    }
+}
+
+fn default_dns_listen() -> std::net::SocketAddr {
+    "0.0.0.0:10053".parse().expect("literal")
+}
+fn default_clusterset_domain() -> String {
+    "clusterset.local".into()
+}
+fn default_dns_ttl() -> u32 {
+    5
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

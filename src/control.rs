@@ -34,6 +34,18 @@ pub struct AgentStatus {
     pub advertisement: Option<AdvertiseStatus>,
     #[serde(default)]
     pub proxy: Option<ProxyStatus>,
+    #[serde(default)]
+    pub dns: Option<DnsStatus>,
+}
+
+/// The DNS responder: zones served with record counts, and queries by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsStatus {
+    pub listen: String,
+    pub error: Option<String>,
+    pub zones: crate::dns::ZoneStats,
+    pub queries: crate::dns::DnsCountersSnapshot,
 }
 
 /// The service proxy (remote ClusterIPs).
@@ -106,6 +118,8 @@ pub struct AgentFacts {
     pub remotes: Vec<RemoteStatus>,
     pub advertisement: Option<AdvertiseStatus>,
     pub proxy: Option<ProxyStatus>,
+    /// Listen address and the running responder (or why it isn't running).
+    pub dns: Option<(String, Result<crate::dns::DnsHandle, String>)>,
 }
 
 pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
@@ -148,6 +162,19 @@ pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
         remotes: facts.remotes.clone(),
         advertisement: facts.advertisement.clone(),
         proxy: facts.proxy.clone(),
+        dns: facts.dns.as_ref().map(|(listen, h)| match h {
+            Ok(h) => DnsStatus {
+                listen: listen.clone(),
+                error: None,
+                zones: h.zones().stats(),
+                queries: h.counters(),
+            },
+            Err(e) => DnsStatus {
+                listen: listen.clone(),
+                error: Some(e.clone()),
+                ..Default::default()
+            },
+        }),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod cidr;
 pub mod cleanup;
 pub mod config;
 pub mod control;
+pub mod dns;
 pub mod host;
 pub mod keys;
 pub mod link;

@@ -252,6 +252,29 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
             }
         }
     }
+    if let Some(d) = r.agent.as_ref().and_then(|a| a.dns.as_ref()) {
+        s.push('\n');
+        match &d.error {
+            Some(e) => {
+                let _ = writeln!(s, "dns ({}): NOT RUNNING: {e}", d.listen);
+            }
+            None => {
+                let zones: Vec<String> = d
+                    .zones
+                    .zones
+                    .iter()
+                    .map(|z| format!("{} ({} names, {} records)", z.origin, z.names, z.records))
+                    .collect();
+                let _ = writeln!(s, "dns ({}): zones: {}", d.listen, join_or_none(&zones));
+                let q = &d.queries;
+                let _ = writeln!(
+                    s,
+                    "  queries: udp {} tcp {}; noerror {} nodata {} nxdomain {} refused {} formerr {} truncated {}",
+                    q.udp_queries, q.tcp_queries, q.noerror, q.nodata, q.nxdomain, q.refused, q.formerr, q.truncated
+                );
+            }
+        }
+    }
     if let Some(ipvs) = &r.ipvs {
         s.push('\n');
         match &ipvs.error {

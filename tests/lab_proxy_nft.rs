@@ -3,7 +3,8 @@
 //! `proxy: {backend: nftables}`. A pod in east connects to a west ClusterIP and is balanced
 //! round robin over west pods through the tunnel; an empty service refuses at once; a removed
 //! endpoint gets no new connections while its open one keeps working; the node itself reaches
-//! the ClusterIP; an agent killed and restarted keeps established connections alive.
+//! the ClusterIP; an agent killed and restarted keeps established connections alive. The
+//! agent's DNS answers the service's names from the same snapshot.
 
 mod common;
 
@@ -96,6 +97,39 @@ fn remote_cluster_ip_through_nftables() {
         })
     });
     let pod = lab.pod_ns("a1", 0);
+
+    // The agent's DNS answers the remote service's name with its ClusterIP (the same snapshot
+    // the proxy uses), per remote and in the merged clusterset zone.
+    if common::require_program("dig") {
+        let dig = |name: &str| {
+            let out = lab.exec(
+                &lab.node_ns("a1"),
+                &[
+                    "dig",
+                    "@127.0.0.1",
+                    "-p",
+                    "10053",
+                    "+short",
+                    "+time=2",
+                    name,
+                    "A",
+                ],
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(dig("web.default.svc.cluster.west"), vip.ip().to_string());
+        assert_eq!(
+            dig("web.default.svc.clusterset.local"),
+            vip.ip().to_string()
+        );
+        let s = kl.status("a1");
+        let zones = s["agent"]["dns"]["zones"]["zones"].to_string();
+        assert!(zones.contains("cluster.west"), "{s}");
+        assert!(
+            s["agent"]["dns"]["queries"]["noerror"].as_u64() >= Some(2),
+            "{s}"
+        );
+    }
 
     // Round robin over the three remote pods.
     let mut seen = BTreeMap::<String, usize>::new();

@@ -152,6 +152,7 @@ impl Config {
         c.node(self);
         c.tunnel(self);
         c.proxy(self);
+        c.dns(self);
         c.remotes(self);
         c.overlaps(self);
         c.errors
@@ -258,6 +259,39 @@ impl Checker {
                     t.route_protocol,
                     super::DEFAULT_ROUTE_PROTOCOL
                 ),
+            );
+        }
+    }
+
+    fn dns(&mut self, cfg: &Config) {
+        let d = &cfg.dns;
+        if !(1..=3600).contains(&d.ttl) {
+            self.err(
+                "dns.ttl",
+                format!("{} is out of range 1..=3600 seconds", d.ttl),
+            );
+        }
+        let dom = d.cluster_set_domain.trim_end_matches('.');
+        let bad_label = dom.split('.').any(|l| {
+            l.is_empty()
+                || l.len() > 63
+                || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+        if !dom.is_empty() && (bad_label || dom.len() > 200) {
+            self.err(
+                "dns.clusterSetDomain",
+                format!("'{}' is not a valid DNS domain name", d.cluster_set_domain),
+            );
+        }
+        if dom.starts_with("cluster.")
+            && cfg
+                .remotes
+                .iter()
+                .any(|r| dom == format!("cluster.{}", r.name))
+        {
+            self.err(
+                "dns.clusterSetDomain",
+                "must differ from every cluster.<remote> zone",
             );
         }
     }

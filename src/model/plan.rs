@@ -234,6 +234,7 @@ mod tests {
             tunnel: TunnelConfig::default(),
             proxy: ProxyConfig::default(),
             remotes,
+            dns: Default::default(),
         }
     }
 

@@ -1,0 +1,932 @@
+//! Pure: a snapshot of remote services -> an index of DNS names -> answers. No I/O.
+//!
+//! Zones served:
+//! - `cluster.<remote>` for every remote that has services:
+//!   - `<svc>.<ns>.svc.cluster.<remote>`: A/AAAA = the ClusterIPs; for a headless service the
+//!     ready endpoints' IPs.
+//!   - `<ip-dashed>.<svc>.<ns>.svc.cluster.<remote>`: A/AAAA of one ready endpoint of a
+//!     headless service (`10-132-3-7`, `fd00--7`: the IP text with `.`/`:` replaced by `-`).
+//!   - `_<port>._<proto>.<svc>.<ns>.svc.cluster.<remote>`: SRV for each *named* port (the
+//!     Kubernetes DNS spec gives unnamed ports no SRV). Target: the service name (port = the
+//!     service port), or for a headless service one record per ready endpoint targeting its
+//!     endpoint name (port = the endpoint's port of that name, else the service port). The
+//!     targets' A/AAAA go in the additional section.
+//! - the clusterset domain (default `clusterset.local`), merged over all remotes that have
+//!   `<ns>/<svc>`, following the Multi-Cluster Services API DNS spec where it applies:
+//!   - `<svc>.<ns>.svc.<domain>`: the MCS API wants one ClusterSetIP. We have none (no VIP is
+//!     allocated for the merged service), so we answer with the union of the remotes'
+//!     ClusterIPs (a client picks one; the proxy load-balances inside that remote only). For
+//!     remotes where the service is headless, their ready endpoint IPs join the union.
+//!   - `<ip-dashed>.<remote>.<svc>.<ns>.svc.<domain>`: one endpoint of a headless service
+//!     (MCS: `<hostname>.<clusterid>.<svc>.<ns>.svc.clusterset.local`; we have no hostnames,
+//!     so the dashed IP stands in, as in per-cluster DNS).
+//!   - `_<port>._<proto>.<svc>.<ns>.svc.<domain>`: SRV, the union of the per-remote records
+//!     rewritten to clusterset targets.
+//!
+//! Negative answers: NXDOMAIN for a name inside a zone that does not exist, NODATA (NOERROR, no
+//! answers) for an existing name without records of the asked type (including empty
+//! non-terminals such as `<ns>.svc.cluster.<remote>`); both carry the zone's SOA in the
+//! authority section, its MINIMUM being the TTL. Names outside our zones: REFUSED.
+//!
+//! The index is built once per snapshot: lookups lowercase the query name into a stack buffer
+//! and do one hash lookup per label to find the zone plus one for the name; answers borrow
+//! records from the index.
+
+use crate::model::DesiredService;
+use crate::source::RemoteService;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+pub const DEFAULT_CLUSTERSET_DOMAIN: &str = "clusterset.local";
+/// Seconds; small, because remote endpoints change and there is no NOTIFY for caches.
+pub const DEFAULT_TTL: u32 = 5;
+
+/// What [`Zones::lookup`] answers. Records are borrowed from the index. Whether the answer fits
+/// the transport (truncation) is the server's business.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub rcode: ResponseCode,
+    /// True for names inside our zones (AA bit).
+    pub authoritative: bool,
+    pub answers: &'a [Record],
+    /// The zone's SOA for negative answers (NXDOMAIN and NODATA).
+    pub authority: Option<&'a Record>,
+    /// A/AAAA of SRV targets.
+    pub additionals: &'a [Record],
+}
+
+impl Answer<'_> {
+    const REFUSED: Answer<'static> = Answer {
+        rcode: ResponseCode::Refused,
+        authoritative: false,
+        answers: &[],
+        authority: None,
+        additionals: &[],
+    };
+
+    /// NOERROR without answers.
+    pub fn is_nodata(&self) -> bool {
+        self.rcode == ResponseCode::NoError && self.answers.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    zone: u32,
+    apex: bool,
+    a: Vec<Record>,
+    aaaa: Vec<Record>,
+    srv: Vec<Record>,
+    srv_extra: Vec<Record>,
+}
+
+#[derive(Debug)]
+struct Zone {
+    /// Lowercase, no trailing dot.
+    origin: String,
+    soa: Record,
+}
+
+/// Record counts per zone, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneStat {
+    pub origin: String,
+    pub names: usize,
+    pub records: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneStats {
+    pub zones: Vec<ZoneStat>,
+    /// Services (or remotes) left out because they do not form valid DNS names.
+    pub skipped: usize,
+    pub ttl: u32,
+}
+
+/// The DNS index for one snapshot of remote services. Immutable once built; the server swaps
+/// whole `Zones`.
+#[derive(Debug)]
+pub struct Zones {
+    ttl: u32,
+    zones: Vec<Zone>,
+    zone_index: HashMap<Box<[u8]>, u32>,
+    nodes: HashMap<Box<[u8]>, Node>,
+    skipped: usize,
+}
+
+impl Default for Zones {
+    /// No zones: everything is REFUSED.
+    fn default() -> Self {
+        Zones::build(&[], "", DEFAULT_TTL)
+    }
+}
+
+/// Longest name text we index: 255 wire octets make at most 254 text characters.
+const MAX_TEXT: usize = 256;
+const MAX_LABELS: usize = 128;
+
+impl Zones {
+    /// Builds the index. `cluster_set_domain` "" disables the merged zone.
+    pub fn build(services: &[DesiredService], cluster_set_domain: &str, ttl: u32) -> Zones {
+        let mut b = Builder::new(ttl);
+        let mut by_remote: BTreeMap<String, Vec<&RemoteService>> = BTreeMap::new();
+        for s in services {
+            by_remote
+                .entry(s.remote.to_ascii_lowercase())
+                .or_default()
+                .push(&s.service);
+        }
+        let domain = normalize(cluster_set_domain);
+        let mut merged: BTreeMap<(String, String), Vec<(&str, &RemoteService)>> = BTreeMap::new();
+        for (remote, svcs) in &by_remote {
+            let origin = format!("cluster.{remote}");
+            let Some(zone) = b.zone(&origin) else {
+                b.skipped += svcs.len();
+                continue;
+            };
+            for svc in svcs {
+                let base = service_base(svc, &origin);
+                b.add_view(zone, &base, &[(None, svc)]);
+                if !domain.is_empty() {
+                    merged
+                        .entry((
+                            svc.namespace.to_ascii_lowercase(),
+                            svc.name.to_ascii_lowercase(),
+                        ))
+                        .or_default()
+                        .push((remote.as_str(), svc));
+                }
+            }
+        }
+        if !domain.is_empty() {
+            if let Some(zone) = b.zone(&domain) {
+                for ((ns, name), members) in &merged {
+                    let base = format!("{name}.{ns}.svc.{domain}");
+                    let members: Vec<_> = members.iter().map(|(r, s)| (Some(*r), *s)).collect();
+                    b.add_view(zone, &base, &members);
+                }
+            }
+        }
+        b.finish()
+    }
+
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
+    /// Zone origins (lowercase, no trailing dot).
+    pub fn origins(&self) -> impl Iterator<Item = &str> {
+        self.zones.iter().map(|z| z.origin.as_str())
+    }
+
+    pub fn stats(&self) -> ZoneStats {
+        let mut zones: Vec<ZoneStat> = self
+            .zones
+            .iter()
+            .map(|z| ZoneStat {
+                origin: z.origin.clone(),
+                names: 0,
+                records: 1, // the SOA
+            })
+            .collect();
+        for node in self.nodes.values() {
+            let z = &mut zones[node.zone as usize];
+            z.names += 1;
+            z.records += node.a.len() + node.aaaa.len() + node.srv.len();
+        }
+        zones.sort_by(|a, b| a.origin.cmp(&b.origin));
+        ZoneStats {
+            zones,
+            skipped: self.skipped,
+            ttl: self.ttl,
+        }
+    }
+
+    /// Answers one question. Case-insensitive; never allocates.
+    pub fn lookup(&self, qname: &Name, qtype: RecordType) -> Answer<'_> {
+        let mut buf = [0u8; MAX_TEXT];
+        let mut starts = [0u16; MAX_LABELS];
+        let mut labels = 0;
+        let mut len = 0;
+        let mut dotted_label = false;
+        for label in qname.iter() {
+            // A valid Name (<= 255 octets) always fits; refuse anything else defensively.
+            if labels == MAX_LABELS || len + label.len() + 1 > MAX_TEXT {
+                return Answer::REFUSED;
+            }
+            if labels > 0 {
+                buf[len] = b'.';
+                len += 1;
+            }
+            starts[labels] = len as u16;
+            labels += 1;
+            for &c in label {
+                dotted_label |= c == b'.';
+                buf[len] = c.to_ascii_lowercase();
+                len += 1;
+            }
+        }
+        self.lookup_key(&buf[..len], &starts[..labels], dotted_label, qtype)
+    }
+
+    /// [`Zones::lookup`] for a textual name (tests, tools). Invalid names are REFUSED.
+    pub fn lookup_str(&self, qname: &str, qtype: RecordType) -> Answer<'_> {
+        match Name::from_ascii(qname) {
+            Ok(name) => self.lookup(&name, qtype),
+            Err(_) => Answer::REFUSED,
+        }
+    }
+
+    fn lookup_key(
+        &self,
+        key: &[u8],
+        starts: &[u16],
+        dotted_label: bool,
+        qtype: RecordType,
+    ) -> Answer<'_> {
+        // The most specific zone: the longest suffix, on label boundaries, that is a zone.
+        let Some(zi) = starts
+            .iter()
+            .find_map(|&s| self.zone_index.get(&key[s as usize..]).copied())
+        else {
+            return Answer::REFUSED;
+        };
+        let zone = &self.zones[zi as usize];
+        let negative = |rcode| Answer {
+            rcode,
+            authoritative: true,
+            answers: &[],
+            authority: Some(&zone.soa),
+            additionals: &[],
+        };
+        // A label containing a '.' octet cannot be one of our names (its text would alias).
+        let node = if dotted_label {
+            None
+        } else {
+            self.nodes.get(key)
+        };
+        let Some(node) = node else {
+            return negative(ResponseCode::NXDomain);
+        };
+        let soa = if node.apex {
+            std::slice::from_ref(&zone.soa)
+        } else {
+            &[]
+        };
+        let (answers, additionals): (&[Record], &[Record]) = match qtype {
+            RecordType::A => (&node.a, &[]),
+            RecordType::AAAA => (&node.aaaa, &[]),
+            RecordType::SRV => (&node.srv, &node.srv_extra),
+            RecordType::SOA => (soa, &[]),
+            // RFC 8482: answer ANY with one RRset.
+            RecordType::ANY => [&node.a[..], &node.aaaa, &node.srv, soa]
+                .into_iter()
+                .find(|r| !r.is_empty())
+                .map_or((&[][..], &[][..]), |r| (r, &[][..])),
+            _ => (&[], &[]),
+        };
+        if answers.is_empty() {
+            return negative(ResponseCode::NoError);
+        }
+        Answer {
+            rcode: ResponseCode::NoError,
+            authoritative: true,
+            answers,
+            authority: None,
+            additionals,
+        }
+    }
+}
+
+fn normalize(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn service_base(svc: &RemoteService, origin: &str) -> String {
+    format!("{}.{}.svc.{origin}", svc.name, svc.namespace).to_ascii_lowercase()
+}
+
+/// `10.132.3.7` -> `10-132-3-7`, `fd00::7` -> `fd00--7`.
+fn dashed(ip: IpAddr) -> String {
+    ip.to_string().replace(['.', ':'], "-")
+}
+
+fn fqdn(text: &str) -> Option<Name> {
+    let name = Name::from_ascii(format!("{text}.")).ok()?;
+    // Name::from_ascii accepts escapes and odd octets; only plain names are indexable.
+    let plain = text
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
+    plain.then_some(name)
+}
+
+fn ip_record(owner: &Name, ip: IpAddr, ttl: u32) -> Record {
+    let rdata = match ip {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    };
+    Record::from_rdata(owner.clone(), ttl, rdata)
+}
+
+fn ready_ips(svc: &RemoteService) -> impl Iterator<Item = &crate::source::Endpoint> {
+    svc.endpoints.iter().filter(|e| e.ready)
+}
+
+struct Builder {
+    ttl: u32,
+    zones: Vec<Zone>,
+    zone_index: HashMap<Box<[u8]>, u32>,
+    nodes: HashMap<Box<[u8]>, Node>,
+    skipped: usize,
+    /// FNV-1a over the content, for the SOA serial.
+    hash: u32,
+}
+
+impl Builder {
+    fn new(ttl: u32) -> Builder {
+        Builder {
+            ttl,
+            zones: Vec::new(),
+            zone_index: HashMap::new(),
+            nodes: HashMap::new(),
+            skipped: 0,
+            hash: 0x811c_9dc5,
+        }
+    }
+
+    fn mix(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.hash = (self.hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    }
+
+    /// The zone `origin` (lowercase), created on first use; None if not a valid name.
+    fn zone(&mut self, origin: &str) -> Option<u32> {
+        if let Some(&z) = self.zone_index.get(origin.as_bytes()) {
+            return Some(z);
+        }
+        let name = fqdn(origin)?;
+        let soa = SOA::new(
+            Name::from_ascii("ns.dns").ok()?.append_domain(&name).ok()?,
+            Name::from_ascii("hostmaster")
+                .ok()?
+                .append_domain(&name)
+                .ok()?,
+            0, // set in finish()
+            7200,
+            1800,
+            86400,
+            self.ttl,
+        );
+        let z = self.zones.len() as u32;
+        self.zones.push(Zone {
+            origin: origin.to_string(),
+            soa: Record::from_rdata(name, self.ttl, RData::SOA(soa)),
+        });
+        self.zone_index.insert(origin.as_bytes().into(), z);
+        self.node(z, origin).apex = true;
+        Some(z)
+    }
+
+    /// The node for `name` (lowercase, inside zone `z`), with its empty ancestors up to the
+    /// zone apex so that those answer NODATA rather than NXDOMAIN.
+    fn node(&mut self, z: u32, name: &str) -> &mut Node {
+        let origin_len = self.zones[z as usize].origin.len();
+        let mut rest = name;
+        while rest.len() > origin_len {
+            self.nodes
+                .entry(rest.as_bytes().into())
+                .or_insert_with(|| Node {
+                    zone: z,
+                    ..Node::default()
+                });
+            rest = rest.split_once('.').map_or("", |(_, r)| r);
+        }
+        self.nodes
+            .entry(name.as_bytes().into())
+            .or_insert_with(|| Node {
+                zone: z,
+                ..Node::default()
+            })
+    }
+
+    fn add_ips(&mut self, z: u32, name: &str, owner: &Name, ips: &[IpAddr]) {
+        self.mix(name.as_bytes());
+        for ip in ips {
+            match ip {
+                IpAddr::V4(v4) => self.mix(&v4.octets()),
+                IpAddr::V6(v6) => self.mix(&v6.octets()),
+            }
+        }
+        let ttl = self.ttl;
+        let node = self.node(z, name);
+        for &ip in ips {
+            let rec = ip_record(owner, ip, ttl);
+            match ip {
+                IpAddr::V4(_) => node.a.push(rec),
+                IpAddr::V6(_) => node.aaaa.push(rec),
+            }
+        }
+    }
+
+    /// One service name `base` in zone `z`, merged over `members` (one member for per-cluster
+    /// names; for the clusterset each member carries its remote's name, which becomes a label
+    /// of its endpoints' names).
+    fn add_view(&mut self, z: u32, base: &str, members: &[(Option<&str>, &RemoteService)]) {
+        let Some(base_name) = fqdn(base) else {
+            self.skipped += members.len();
+            return;
+        };
+        // A/AAAA of the service name: ClusterIPs, or ready endpoints when headless.
+        let mut seen = HashSet::new();
+        let mut ips = Vec::new();
+        for (_, svc) in members {
+            if svc.headless {
+                ips.extend(ready_ips(svc).map(|e| e.ip).filter(|ip| seen.insert(*ip)));
+            } else {
+                ips.extend(
+                    svc.cluster_ips
+                        .iter()
+                        .copied()
+                        .filter(|ip| seen.insert(*ip)),
+                );
+            }
+        }
+        self.add_ips(z, base, &base_name, &ips);
+        let base_records: Vec<Record> = {
+            let node = self.node(z, base);
+            node.a.iter().chain(&node.aaaa).cloned().collect()
+        };
+
+        // SRV per (port name, protocol), with the targets' addresses as additionals.
+        #[derive(Default)]
+        struct Srv {
+            records: Vec<Record>,
+            extra: Vec<Record>,
+            seen: HashSet<(Name, u16)>,
+            base_extra: bool,
+        }
+        let mut srvs: BTreeMap<(String, &'static str), Srv> = BTreeMap::new();
+        let ttl = self.ttl;
+        for (remote, svc) in members {
+            let mut endpoints = Vec::new();
+            if svc.headless {
+                let mut seen = HashSet::new();
+                for ep in ready_ips(svc).filter(|e| seen.insert(e.ip)) {
+                    let text = match remote {
+                        Some(r) => format!("{}.{r}.{base}", dashed(ep.ip)),
+                        None => format!("{}.{base}", dashed(ep.ip)),
+                    };
+                    let Some(owner) = fqdn(&text) else { continue };
+                    self.add_ips(z, &text, &owner, &[ep.ip]);
+                    endpoints.push((ep, owner));
+                }
+            }
+            for port in svc.ports.iter().filter(|p| !p.name.is_empty()) {
+                let key = (
+                    port.name.to_ascii_lowercase(),
+                    match port.protocol {
+                        crate::source::Protocol::Tcp => "tcp",
+                        crate::source::Protocol::Udp => "udp",
+                        crate::source::Protocol::Sctp => "sctp",
+                    },
+                );
+                let srv = srvs.entry(key).or_default();
+                if !svc.headless {
+                    if srv.seen.insert((base_name.clone(), port.port)) {
+                        let rdata = SRV::new(0, 100, port.port, base_name.clone());
+                        srv.records.push(Record::from_rdata(
+                            base_name.clone(),
+                            ttl,
+                            RData::SRV(rdata),
+                        ));
+                        if !srv.base_extra {
+                            srv.base_extra = true;
+                            srv.extra.extend(base_records.iter().cloned());
+                        }
+                    }
+                    continue;
+                }
+                for (ep, owner) in &endpoints {
+                    let p = ep
+                        .ports
+                        .iter()
+                        .find(|e| e.name == port.name && e.protocol == port.protocol)
+                        .map_or(port.port, |e| e.port);
+                    if srv.seen.insert((owner.clone(), p)) {
+                        let rdata = SRV::new(0, 100, p, owner.clone());
+                        srv.records.push(Record::from_rdata(
+                            base_name.clone(),
+                            ttl,
+                            RData::SRV(rdata),
+                        ));
+                        srv.extra.push(ip_record(owner, ep.ip, ttl));
+                    }
+                }
+            }
+        }
+        for ((port, proto), srv) in srvs {
+            let text = format!("_{port}._{proto}.{base}");
+            let Some(owner) = fqdn(&text) else { continue };
+            self.mix(text.as_bytes());
+            for r in &srv.records {
+                if let RData::SRV(s) = &r.data {
+                    let (port, target) = (s.port, s.target.to_ascii());
+                    self.mix(&port.to_be_bytes());
+                    self.mix(target.as_bytes());
+                }
+            }
+            let node = self.node(z, &text);
+            node.srv.extend(srv.records.into_iter().map(|mut r| {
+                r.name = owner.clone();
+                r
+            }));
+            node.srv_extra.extend(srv.extra);
+        }
+    }
+
+    fn finish(mut self) -> Zones {
+        let serial = self.hash;
+        for z in &mut self.zones {
+            if let RData::SOA(soa) = &mut z.soa.data {
+                soa.serial = serial;
+            }
+        }
+        Zones {
+            ttl: self.ttl,
+            zones: self.zones,
+            zone_index: self.zone_index,
+            nodes: self.nodes,
+            skipped: self.skipped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{Endpoint, EndpointPort, Protocol, ServicePort};
+    use std::sync::Arc;
+
+    fn ep(ip: &str, ready: bool, port: u16) -> Endpoint {
+        Endpoint {
+            ip: ip.parse().unwrap(),
+            node_name: None,
+            ready,
+            serving: ready,
+            terminating: false,
+            ports: Arc::from(vec![EndpointPort {
+                name: "http".into(),
+                port,
+                protocol: Protocol::Tcp,
+            }]),
+        }
+    }
+
+    fn svc(remote: &str, ns: &str, name: &str, ips: &[&str], eps: Vec<Endpoint>) -> DesiredService {
+        DesiredService {
+            remote: remote.into(),
+            service: RemoteService {
+                namespace: ns.into(),
+                name: name.into(),
+                cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+                headless: ips.is_empty(),
+                ports: vec![
+                    ServicePort {
+                        name: "http".into(),
+                        port: 80,
+                        protocol: Protocol::Tcp,
+                    },
+                    ServicePort {
+                        name: "dns".into(),
+                        port: 53,
+                        protocol: Protocol::Udp,
+                    },
+                ],
+                affinity_timeout: None,
+                endpoints: eps,
+            },
+        }
+    }
+
+    fn zones() -> Zones {
+        Zones::build(
+            &[
+                svc(
+                    "b",
+                    "default",
+                    "web",
+                    &["10.101.0.10"],
+                    vec![ep("10.132.0.5", true, 8080)],
+                ),
+                svc(
+                    "b",
+                    "default",
+                    "dual",
+                    &["10.101.0.11", "fd00:101::11"],
+                    vec![],
+                ),
+                svc(
+                    "b",
+                    "default",
+                    "db",
+                    &[],
+                    vec![
+                        ep("10.132.1.1", true, 5432),
+                        ep("10.132.1.2", true, 5433),
+                        ep("10.132.1.3", false, 5432),
+                    ],
+                ),
+                svc("c", "default", "web", &["10.201.0.10"], vec![]),
+                svc(
+                    "c",
+                    "default",
+                    "db",
+                    &[],
+                    vec![ep("10.232.0.9", true, 5432)],
+                ),
+            ],
+            DEFAULT_CLUSTERSET_DOMAIN,
+            DEFAULT_TTL,
+        )
+    }
+
+    fn ips(a: &Answer) -> Vec<String> {
+        a.answers.iter().map(|r| r.data.to_string()).collect()
+    }
+
+    #[test]
+    fn cluster_ip_a_aaaa_case_insensitive() {
+        let z = zones();
+        let a = z.lookup_str("web.default.svc.cluster.b.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.authoritative);
+        assert_eq!(ips(&a), ["10.101.0.10"]);
+        assert_eq!(a.answers[0].ttl, 5);
+        let a = z.lookup_str("WEB.Default.SVC.cluster.B.", RecordType::A);
+        assert_eq!(ips(&a), ["10.101.0.10"]);
+        let a = z.lookup_str("dual.default.svc.cluster.b.", RecordType::AAAA);
+        assert_eq!(ips(&a), ["fd00:101::11"]);
+    }
+
+    #[test]
+    fn nodata_and_nxdomain_carry_soa() {
+        let z = zones();
+        for (name, qtype, rcode) in [
+            (
+                "web.default.svc.cluster.b.",
+                RecordType::AAAA,
+                ResponseCode::NoError,
+            ),
+            (
+                "web.default.svc.cluster.b.",
+                RecordType::MX,
+                ResponseCode::NoError,
+            ),
+            (
+                "default.svc.cluster.b.",
+                RecordType::A,
+                ResponseCode::NoError,
+            ),
+            ("svc.cluster.b.", RecordType::A, ResponseCode::NoError),
+            ("cluster.b.", RecordType::A, ResponseCode::NoError),
+            (
+                "_tcp.web.default.svc.cluster.b.",
+                RecordType::SRV,
+                ResponseCode::NoError,
+            ),
+            (
+                "nope.default.svc.cluster.b.",
+                RecordType::A,
+                ResponseCode::NXDomain,
+            ),
+            (
+                "x.web.default.svc.cluster.b.",
+                RecordType::A,
+                ResponseCode::NXDomain,
+            ),
+            (
+                "web.default.svc.clusterset.local.",
+                RecordType::AAAA,
+                ResponseCode::NoError,
+            ),
+            (
+                "nope.default.svc.clusterset.local.",
+                RecordType::A,
+                ResponseCode::NXDomain,
+            ),
+        ] {
+            let a = z.lookup_str(name, qtype);
+            assert_eq!(a.rcode, rcode, "{name} {qtype}");
+            assert!(a.answers.is_empty(), "{name} {qtype}");
+            let soa = a.authority.unwrap_or_else(|| panic!("{name}: no SOA"));
+            let RData::SOA(s) = &soa.data else { panic!() };
+            assert_eq!(s.minimum, 5);
+            assert!(
+                name.ends_with(&format!("{}", soa.name)),
+                "{name} vs {}",
+                soa.name
+            );
+        }
+    }
+
+    #[test]
+    fn refused_outside_our_zones() {
+        let z = zones();
+        for name in [
+            "example.com.",
+            "cluster.x.",
+            "b.",
+            "local.",
+            "svc.cluster.local.",
+            ".",
+        ] {
+            let a = z.lookup_str(name, RecordType::A);
+            assert_eq!(a.rcode, ResponseCode::Refused, "{name}");
+            assert!(a.authority.is_none() && !a.authoritative);
+        }
+    }
+
+    #[test]
+    fn soa_at_apex() {
+        let z = zones();
+        let a = z.lookup_str("cluster.b.", RecordType::SOA);
+        assert_eq!(a.answers.len(), 1);
+        let a = z.lookup_str("clusterset.local.", RecordType::SOA);
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(a.answers[0].record_type(), RecordType::SOA);
+    }
+
+    #[test]
+    fn headless_ready_endpoints_and_names() {
+        let z = zones();
+        let a = z.lookup_str("db.default.svc.cluster.b.", RecordType::A);
+        assert_eq!(ips(&a), ["10.132.1.1", "10.132.1.2"]);
+        let a = z.lookup_str("10-132-1-2.db.default.svc.cluster.b.", RecordType::A);
+        assert_eq!(ips(&a), ["10.132.1.2"]);
+        // not ready: no name
+        let a = z.lookup_str("10-132-1-3.db.default.svc.cluster.b.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn srv_records() {
+        let z = zones();
+        let a = z.lookup_str("_http._tcp.web.default.svc.cluster.b.", RecordType::SRV);
+        let srv: Vec<String> = a.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(srv, ["0 100 80 web.default.svc.cluster.b."]);
+        assert_eq!(
+            a.answers[0].name.to_string(),
+            "_http._tcp.web.default.svc.cluster.b."
+        );
+        assert_eq!(
+            ips(&Answer {
+                answers: a.additionals,
+                ..a
+            }),
+            ["10.101.0.10"]
+        );
+        let a = z.lookup_str("_dns._udp.web.default.svc.cluster.b.", RecordType::SRV);
+        assert_eq!(a.answers.len(), 1);
+        // protocol matters
+        let a = z.lookup_str("_http._udp.web.default.svc.cluster.b.", RecordType::SRV);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+        // headless: per endpoint, with the endpoint's port
+        let a = z.lookup_str("_http._tcp.db.default.svc.cluster.b.", RecordType::SRV);
+        let mut srv: Vec<String> = a.answers.iter().map(|r| r.data.to_string()).collect();
+        srv.sort();
+        assert_eq!(
+            srv,
+            [
+                "0 100 5432 10-132-1-1.db.default.svc.cluster.b.",
+                "0 100 5433 10-132-1-2.db.default.svc.cluster.b."
+            ]
+        );
+        assert_eq!(a.additionals.len(), 2);
+    }
+
+    #[test]
+    fn clusterset_merges_remotes() {
+        let z = zones();
+        let a = z.lookup_str("web.default.svc.clusterset.local.", RecordType::A);
+        assert_eq!(ips(&a), ["10.101.0.10", "10.201.0.10"]);
+        let a = z.lookup_str("db.default.svc.clusterset.local.", RecordType::A);
+        assert_eq!(ips(&a), ["10.132.1.1", "10.132.1.2", "10.232.0.9"]);
+        let a = z.lookup_str(
+            "10-232-0-9.c.db.default.svc.clusterset.local.",
+            RecordType::A,
+        );
+        assert_eq!(ips(&a), ["10.232.0.9"]);
+        let a = z.lookup_str(
+            "_http._tcp.web.default.svc.clusterset.local.",
+            RecordType::SRV,
+        );
+        let srv: Vec<String> = a.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(srv, ["0 100 80 web.default.svc.clusterset.local."]);
+        let a = z.lookup_str(
+            "_http._tcp.db.default.svc.clusterset.local.",
+            RecordType::SRV,
+        );
+        assert_eq!(a.answers.len(), 3);
+        // only in b
+        let a = z.lookup_str("dual.default.svc.clusterset.local.", RecordType::AAAA);
+        assert_eq!(ips(&a), ["fd00:101::11"]);
+    }
+
+    #[test]
+    fn custom_domain_and_disabled_clusterset() {
+        let s = [svc("b", "ns", "web", &["10.101.0.10"], vec![])];
+        let z = Zones::build(&s, "Mesh.Example.", 30);
+        let a = z.lookup_str("web.ns.svc.mesh.example.", RecordType::A);
+        assert_eq!(ips(&a), ["10.101.0.10"]);
+        assert_eq!(a.answers[0].ttl, 30);
+        assert_eq!(
+            z.lookup_str("web.ns.svc.clusterset.local.", RecordType::A)
+                .rcode,
+            ResponseCode::Refused
+        );
+        let z = Zones::build(&s, "", 5);
+        assert_eq!(z.origins().collect::<Vec<_>>(), ["cluster.b"]);
+    }
+
+    #[test]
+    fn hostile_names_do_not_alias() {
+        let z = zones();
+        // one label "web.default" must not match two labels
+        let name = Name::from_labels(vec![
+            b"web.default".to_vec(),
+            b"svc".to_vec(),
+            b"cluster".to_vec(),
+            b"b".to_vec(),
+        ])
+        .unwrap();
+        let a = z.lookup(&name, RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+        // invalid service names are skipped, not panicking
+        let bad = [
+            svc("b", "n s", "we b", &["10.0.0.1"], vec![]),
+            svc("bad remote", "ns", "x", &["10.0.0.1"], vec![]),
+        ];
+        let z = Zones::build(&bad, DEFAULT_CLUSTERSET_DOMAIN, 5);
+        assert_eq!(z.stats().skipped, 3);
+    }
+
+    #[test]
+    fn stats_and_serial() {
+        let z = zones();
+        let s = z.stats();
+        assert_eq!(
+            s.zones
+                .iter()
+                .map(|z| z.origin.as_str())
+                .collect::<Vec<_>>(),
+            ["cluster.b", "cluster.c", "clusterset.local"]
+        );
+        assert!(s.zones.iter().all(|z| z.records > 1));
+        let serial = |z: &Zones| match &z.lookup_str("cluster.b.", RecordType::SOA).answers[0].data
+        {
+            RData::SOA(s) => s.serial,
+            _ => unreachable!(),
+        };
+        assert_eq!(serial(&z), serial(&zones()));
+        let other = Zones::build(
+            &[svc("b", "default", "web", &["10.101.0.99"], vec![])],
+            DEFAULT_CLUSTERSET_DOMAIN,
+            5,
+        );
+        assert_ne!(serial(&z), serial(&other));
+    }
+
+    #[test]
+    fn thousand_services_index() {
+        let services: Vec<DesiredService> = (0..1000)
+            .map(|i| {
+                svc(
+                    "b",
+                    "ns",
+                    &format!("svc{i}"),
+                    &[&format!("10.101.{}.{}", i / 250, i % 250 + 1)],
+                    vec![],
+                )
+            })
+            .collect();
+        let z = Zones::build(&services, DEFAULT_CLUSTERSET_DOMAIN, 5);
+        let name = Name::from_ascii("svc999.ns.svc.cluster.b.").unwrap();
+        let start = std::time::Instant::now();
+        for _ in 0..100_000 {
+            assert_eq!(z.lookup(&name, RecordType::A).answers.len(), 1);
+        }
+        // generous: ~100 ns per lookup expected; catches accidental O(n) scans
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}
