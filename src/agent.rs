@@ -95,11 +95,7 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     let dns = if cfg.dns.enabled {
         let d = &cfg.dns;
-        let handle = crate::dns::DnsHandle::new(crate::dns::Zones::build(
-            &desired.services,
-            &d.cluster_set_domain,
-            d.ttl,
-        ));
+        let handle = crate::dns::DnsHandle::new(dns_zones(&cfg, &desired.services));
         let state = match crate::dns::DnsServer::bind(d.listen, handle.clone()).await {
             Ok(server) => {
                 tracing::info!(listen = %d.listen, domain = %d.cluster_set_domain, "DNS responder up");
@@ -189,7 +185,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 tokio::time::sleep(REPLAN_DEBOUNCE).await;
                 let d = remotes.apply(&cfg, &device, &facts);
                 if let Some(h) = &dns {
-                    h.set_zones(crate::dns::Zones::build(&d.services, &cfg.dns.cluster_set_domain, cfg.dns.ttl));
+                    h.set_zones(dns_zones(&cfg, &d.services));
                 }
                 let input = proxy::ProxyInput {
                     services: d.services,
@@ -241,6 +237,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     teardown(&cfg, &routes).await;
     drop(device);
     outcome
+}
+
+fn dns_zones(cfg: &Config, services: &[crate::model::DesiredService]) -> crate::dns::Zones {
+    let remotes: Vec<&str> = cfg.remotes.iter().map(|r| r.name.as_str()).collect();
+    crate::dns::Zones::build_for(&remotes, services, &cfg.dns.cluster_set_domain, cfg.dns.ttl)
 }
 
 /// MSS clamping, plus (IPVS backend) source NAT of host-originated ClusterIP connections.

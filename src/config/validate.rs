@@ -333,6 +333,12 @@ impl Checker {
         for (i, r) in cfg.remotes.iter().enumerate() {
             let at = format!("remotes[{i}]");
             self.dns_label(&format!("{at}.name"), &r.name);
+            if r.name == "local" {
+                self.err(
+                    format!("{at}.name"),
+                    "'local' would make its DNS zone cluster.local, the local cluster's own domain",
+                );
+            }
             if !r.name.is_empty() && r.name == cfg.cluster.name {
                 self.err(
                     format!("{at}.name"),

@@ -134,8 +134,22 @@ const MAX_LABELS: usize = 128;
 impl Zones {
     /// Builds the index. `cluster_set_domain` "" disables the merged zone.
     pub fn build(services: &[DesiredService], cluster_set_domain: &str, ttl: u32) -> Zones {
+        Zones::build_for(&[], services, cluster_set_domain, ttl)
+    }
+
+    /// Like [`Zones::build`], with a zone `cluster.<remote>` for every name in `remotes` even
+    /// when it has no services yet (its names are then NXDOMAIN, not REFUSED).
+    pub fn build_for(
+        remotes: &[&str],
+        services: &[DesiredService],
+        cluster_set_domain: &str,
+        ttl: u32,
+    ) -> Zones {
         let mut b = Builder::new(ttl);
-        let mut by_remote: BTreeMap<String, Vec<&RemoteService>> = BTreeMap::new();
+        let mut by_remote: BTreeMap<String, Vec<&RemoteService>> = remotes
+            .iter()
+            .map(|r| (r.to_ascii_lowercase(), Vec::new()))
+            .collect();
         for s in services {
             by_remote
                 .entry(s.remote.to_ascii_lowercase())
@@ -570,6 +584,17 @@ impl Builder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn configured_remote_without_services_is_nxdomain_not_refused() {
+        use hickory_proto::op::ResponseCode;
+        use hickory_proto::rr::RecordType;
+        let z = Zones::build_for(&["west"], &[], "clusterset.local", 5);
+        let a = z.lookup_str("web.default.svc.cluster.west.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+        let a = z.lookup_str("web.default.svc.cluster.east.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::Refused);
+    }
+
     use super::*;
     use crate::source::{Endpoint, EndpointPort, Protocol, ServicePort};
     use std::sync::Arc;
