@@ -18,6 +18,7 @@ const RESYNC: Duration = Duration::from_secs(30);
 
 mod advertise;
 mod key_watch;
+mod observe;
 pub mod proxy;
 mod remotes;
 
@@ -73,12 +74,40 @@ pub async fn run(cfg: Config) -> Result<()> {
         started_at_unix: control::now_unix(),
         ..Default::default()
     }));
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let health = Arc::new(crate::health::Health::default());
+    let main_beat = health.beat("main loop");
+    health.watch("tunnel tx thread", device.beats.tx.clone());
+    health.watch("tunnel rx thread", device.beats.rx.clone());
+    health.watch("tunnel timers", device.beats.timers.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    if cfg.http.enabled {
+        // Bound before anything slow, so the kubelet's probes get answers from the start.
+        let listen = cfg.http.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "http.listen {listen}: cannot listen (another process on this port? change \
+                 http.listen, or set http.enabled: false and drop the probes)"
+                )
+            })?;
+        tracing::info!(%listen, "metrics and probes: /metrics /healthz /readyz");
+        let ep = Arc::new(observe::AgentEndpoints::new(
+            &cfg,
+            device.clone(),
+            facts.clone(),
+            metrics.clone(),
+            health.clone(),
+        ));
+        tasks.spawn(crate::http::serve(listener, ep));
+    }
     let mut remotes = remotes::Remotes::start(&cfg, &mut tasks);
     let desired = remotes.apply(&cfg, &device, &facts);
     let (services_tx, services_rx) = watch::channel(Arc::new(proxy::ProxyInput {
         services: desired.services.clone(),
         protected: remotes.unsynced_service_cidrs(&cfg),
+        changed_at: remotes.change_times(),
     }));
     if cfg.proxy.backend != crate::config::ProxyBackend::None {
         tracing::info!(backend = ?cfg.proxy.backend, "service proxy for remote ClusterIPs");
@@ -88,6 +117,8 @@ pub async fn run(cfg: Config) -> Result<()> {
                 device: device.clone(),
                 services: services_rx,
                 facts: facts.clone(),
+                metrics: metrics.clone(),
+                beat: health.beat("service proxy"),
             }
             .run(),
         );
@@ -95,7 +126,10 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     let dns = if cfg.dns.enabled {
         let d = &cfg.dns;
-        let handle = crate::dns::DnsHandle::new(dns_zones(&cfg, &desired.services));
+        let handle = crate::dns::DnsHandle::with_forwarders(
+            dns_zones(&cfg, &desired.services, &remotes.stale_remotes()),
+            crate::dns::forward::parse_forwarders(&d.forwarders),
+        );
         let state = match crate::dns::DnsServer::bind(d.listen, handle.clone()).await {
             Ok(server) => {
                 tracing::info!(listen = %d.listen, domain = %d.cluster_set_domain, "DNS responder up");
@@ -158,6 +192,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let (mut src4, mut src6) = source_addresses(&cfg, &node_cidrs, &routes).await?;
     let mut ruleset = tunnel_ruleset(&cfg, src4, src6);
     sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, true).await?;
+    health.set_kernel_programmed();
     tracing::info!(
         routes = desired.routes.len(),
         peers = desired.peers.len(),
@@ -170,7 +205,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut resync = tokio::time::interval(RESYNC);
     resync.tick().await;
     let mut key_tick = tokio::time::interval(KEY_POLL);
+    let mut peer_watch = observe::PeerWatch::default();
+    let peer_down_after = Duration::from_secs(cfg.proxy.peer_down_after_seconds.into());
     let outcome: Result<()> = loop {
+        main_beat.tick();
         tokio::select! {
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
@@ -185,11 +223,12 @@ pub async fn run(cfg: Config) -> Result<()> {
                 tokio::time::sleep(REPLAN_DEBOUNCE).await;
                 let d = remotes.apply(&cfg, &device, &facts);
                 if let Some(h) = &dns {
-                    h.set_zones(dns_zones(&cfg, &d.services));
+                    h.set_zones(dns_zones(&cfg, &d.services, &remotes.stale_remotes()));
                 }
                 let input = proxy::ProxyInput {
                     services: d.services,
                     protected: remotes.unsynced_service_cidrs(&cfg),
+                    changed_at: remotes.change_times(),
                 };
                 services_tx.send_if_modified(|cur| {
                     if **cur == input {
@@ -200,6 +239,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 });
             }
             _ = key_tick.tick() => {
+                peer_watch.poll(&device, peer_down_after);
                 if let Some(k) = key_watch.poll() {
                     if device.set_private_key(k) {
                         tracing::info!(public_key = %crate::keys::encode_key(&device.public_key()),
@@ -239,9 +279,21 @@ pub async fn run(cfg: Config) -> Result<()> {
     outcome
 }
 
-fn dns_zones(cfg: &Config, services: &[crate::model::DesiredService]) -> crate::dns::Zones {
+/// The DNS zones for one plan. `stale`: remotes whose API is failing; with
+/// `dns.serveStale: false` their zones answer SERVFAIL and they leave the clusterset names.
+fn dns_zones(
+    cfg: &Config,
+    services: &[crate::model::DesiredService],
+    stale: &[String],
+) -> crate::dns::Zones {
     let remotes: Vec<&str> = cfg.remotes.iter().map(|r| r.name.as_str()).collect();
-    crate::dns::Zones::build_for(&remotes, services, &cfg.dns.cluster_set_domain, cfg.dns.ttl)
+    let failed: Vec<&str> = if cfg.dns.serve_stale {
+        Vec::new()
+    } else {
+        stale.iter().map(String::as_str).collect()
+    };
+    let d = &cfg.dns;
+    crate::dns::Zones::build_with_stale(&remotes, &failed, services, &d.cluster_set_domain, d.ttl)
 }
 
 /// MSS clamping, plus (IPVS backend) source NAT of host-originated ClusterIP connections.

@@ -34,6 +34,40 @@ pub struct Config {
     pub remotes: Vec<RemoteConfig>,
     #[serde(default)]
     pub dns: DnsConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// The HTTP endpoint for Prometheus metrics and the kubelet's probes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Serves `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_http_listen")]
+    pub listen: std::net::SocketAddr,
+    /// `/readyz` waits this long for every remote's first sync, then reports ready anyway
+    /// (one unreachable cluster must not block a rollout forever).
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout_seconds: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: default_http_listen(),
+            ready_timeout_seconds: default_ready_timeout(),
+        }
+    }
+}
+
+fn default_http_listen() -> std::net::SocketAddr {
+    "0.0.0.0:9477".parse().expect("literal")
+}
+fn default_ready_timeout() -> u32 {
+    60
 }
 
 /// The DNS responder for `<svc>.<ns>.svc.cluster.<remote>` and the merged clusterset domain.
@@ -51,6 +85,14 @@ pub struct DnsConfig {
     /// Seconds.
     #[serde(default = "default_dns_ttl")]
     pub ttl: u32,
+    /// `IP` or `IP:port` (port 53 by default): names outside our zones are relayed there.
+    /// Empty (default): they are REFUSED.
+    #[serde(default)]
+    pub forwarders: Vec<String>,
+    /// Keep answering a stale remote (its API failing) from its last good snapshot (default);
+    /// false: its zone answers SERVFAIL and it leaves the clusterset names until it syncs.
+    #[serde(default = "default_true")]
+    pub serve_stale: bool,
 }
 
 impl Default for DnsConfig {
@@ -60,6 +102,8 @@ impl Default for DnsConfig {
             listen: default_dns_listen(),
             cluster_set_domain: default_clusterset_domain(),
             ttl: default_dns_ttl(),
+            forwarders: Vec::new(),
+            serve_stale: true,
         }
     }
 }

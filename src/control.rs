@@ -106,6 +106,10 @@ pub struct PeerStatus {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub persistent_keepalive: Option<u16>,
+    #[serde(default)]
+    pub handshake_attempts: u64,
+    #[serde(default)]
+    pub handshake_failures: u64,
 }
 
 /// What the agent knows beyond the device itself (set once planning ran).
@@ -154,6 +158,8 @@ pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
                     rx_bytes: stats.rx_bytes,
                     tx_bytes: stats.tx_bytes,
                     persistent_keepalive: info.persistent_keepalive,
+                    handshake_attempts: stats.handshake_attempts,
+                    handshake_failures: stats.handshake_failures,
                 }
             })
             .collect(),

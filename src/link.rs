@@ -118,7 +118,7 @@ pub(crate) async fn index_names(
     Ok(out)
 }
 
-fn link_info(msg: &LinkMessage) -> LinkInfo {
+pub(crate) fn link_info(msg: &LinkMessage) -> LinkInfo {
     let mut info = LinkInfo {
         name: String::new(),
         index: msg.header.index,

@@ -33,6 +33,8 @@ enum Command {
     /// Read a private key on stdin, print its public key (same as `wg pubkey`).
     Pubkey,
     /// Run the agent in the foreground until SIGTERM/SIGINT, which remove everything of ours.
+    /// Serves Prometheus metrics and the kubelet's probes on http.listen (default
+    /// 0.0.0.0:9477: /metrics, /healthz, /readyz).
     Agent {
         /// Config file (YAML).
         #[arg(long, short, env = "SDN_TUNNEL_CONFIG", default_value = DEFAULT_CONFIG)]
@@ -78,6 +80,27 @@ enum Command {
         timeout: u64,
         #[arg(long)]
         json: bool,
+    },
+    /// Check this node for what the tunnel needs and print one line per check (OK, WARN, FAIL,
+    /// SKIP) with a fix hint: the agent answers; ip_forward; rp_filter on the tunnel device;
+    /// tunnel MTU + WireGuard overhead vs the underlay MTU; MSS clamping and our nftables
+    /// tables; IPVS (with proxy.backend ipvs); our routes present and not shadowed; local
+    /// addresses or routes overlapping the remotes' CIDRs; every remote synced; peers with a
+    /// recent handshake; the UDP port bound; the clock. Read-only.
+    ///
+    /// Exit code: 0 if nothing failed (warnings and skips are fine), 1 if any check failed, 2 if
+    /// diagnose could not run (e.g. the config is unreadable). Run it where the agent runs (the
+    /// node, or the agent pod): it reads that network namespace. See docs/troubleshooting.md.
+    Diagnose {
+        /// Config file (YAML): device, MTU, port, tables and the remotes' CIDRs to check.
+        #[arg(long, short, env = "SDN_TUNNEL_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Machine-readable output: {"ok": bool, "checks": [{name, status, detail, hint}]}.
+        #[arg(long)]
+        json: bool,
+        /// A peer whose latest handshake is older than this many seconds fails the check.
+        #[arg(long, value_name = "SECS", default_value_t = sdn_tunnel::diagnose::DEFAULT_STALE_AFTER_SECS)]
+        stale_after: u64,
     },
     /// Remove everything of ours: routes with our protocol, the device, our nftables table and
     /// sockets. Idempotent. Stop the agent first.
@@ -236,6 +259,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Diagnose {
+            config,
+            json,
+            stale_after,
+        } => return Ok(diagnose(&config, json, stale_after)),
         Command::Cleanup { config } => {
             let t = tunnel_section(&config)?;
             let rt = runtime()?;
@@ -263,6 +291,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit 0: nothing failed; 1: a check failed; 2: diagnose could not run.
+fn diagnose(config: &Path, json: bool, stale_after: u64) -> ExitCode {
+    use sdn_tunnel::diagnose;
+    let checks = match diagnose::load_config(config)
+        .map_err(anyhow::Error::from)
+        .and_then(|cfg| Ok(runtime()?.block_on(diagnose::run(&cfg, stale_after))))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: diagnose could not run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        println!("{}", diagnose::render::json(&checks));
+    } else {
+        print!("{}", diagnose::render::text(&checks));
+    }
+    if diagnose::any_failed(&checks) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn yes_no(b: bool) -> &'static str {

@@ -181,7 +181,7 @@ pub fn list_table(table: &str) -> Result<Option<String>, NftError> {
     }
 }
 
-fn check_table(table: &str) -> Result<(), NftError> {
+pub(crate) fn check_table(table: &str) -> Result<(), NftError> {
     if valid_table_name(table) {
         Ok(())
     } else {
@@ -189,8 +189,9 @@ fn check_table(table: &str) -> Result<(), NftError> {
     }
 }
 
-/// Runs nft with `args`, feeding `stdin` if given; returns stdout.
-fn run(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
+/// Runs nft with `args`, feeding `stdin` if given; returns stdout. Shared by every module
+/// that talks to nft (the tunnel table here, the nftables proxy backend).
+pub(crate) fn run(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
     let mut child = Command::new("nft")
         .args(args)
         .stdin(if stdin.is_some() {

@@ -263,7 +263,10 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
                     .zones
                     .zones
                     .iter()
-                    .map(|z| format!("{} ({} names, {} records)", z.origin, z.names, z.records))
+                    .map(|z| match z.servfail {
+                        true => format!("{} (SERVFAIL: remote stale)", z.origin),
+                        false => format!("{} ({} names, {} records)", z.origin, z.names, z.records),
+                    })
                     .collect();
                 let _ = writeln!(s, "dns ({}): zones: {}", d.listen, join_or_none(&zones));
                 let q = &d.queries;
@@ -272,6 +275,13 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
                     "  queries: udp {} tcp {}; noerror {} nodata {} nxdomain {} refused {} formerr {} truncated {}",
                     q.udp_queries, q.tcp_queries, q.noerror, q.nodata, q.nxdomain, q.refused, q.formerr, q.truncated
                 );
+                if q.forwarded + q.forward_overload > 0 {
+                    let _ = writeln!(
+                        s,
+                        "  forwarded {} (failed {}, over the in-flight limit {})",
+                        q.forwarded, q.forward_failed, q.forward_overload
+                    );
+                }
             }
         }
     }
@@ -459,6 +469,7 @@ mod tests {
                 rx_bytes: 2048,
                 tx_bytes: 10,
                 persistent_keepalive: Some(25),
+                ..Default::default()
             }],
             ..Default::default()
         });

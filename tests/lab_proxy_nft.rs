@@ -173,6 +173,23 @@ fn remote_cluster_ip_through_nftables() {
         let (who, _) = sdn_lab::hello(&pod, vip).unwrap();
         assert_ne!(who, victim, "a removed endpoint got a new connection");
     }
+    // That endpoint change was timed from the watch event to the kernel (the SLI metric).
+    let (code, m) = sdn_lab::http_get(
+        &lab.node_ns("a1"),
+        ([127, 0, 0, 1], 9477).into(),
+        "/metrics",
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    let series = |s: &str| sdn_lab::metric_value(&m, s).unwrap_or_else(|| panic!("{s}:\n{m}"));
+    let n = series("sdn_tunnel_network_programming_duration_seconds_count");
+    let sum = series("sdn_tunnel_network_programming_duration_seconds_sum");
+    assert!(n >= 1.0, "no programming latency observed:\n{m}");
+    assert!(
+        sum / n < WAIT.as_secs_f64(),
+        "mean programming latency {}s",
+        sum / n
+    );
     assert_eq!(echo(&mut held, "still here"), "still here");
 
     // Crash and restart: the table stays, established connections keep working.

@@ -265,3 +265,34 @@ mod tests {
         assert_ne!(fnv1a(FNV_OFFSET, &x), fnv1a(FNV_OFFSET, &x[1..]));
     }
 }
+
+/// `GET path` over plain HTTP/1.1 to `addr` from inside namespace `ns` (e.g. an agent's
+/// `/metrics` on 127.0.0.1:9477 of its node): (status code, body).
+pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let path = path.to_string();
+    in_netns(ns, move || -> Result<(u16, String)> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .with_context(|| format!("connect {addr}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw)?;
+        let code = raw
+            .get(9..12)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("not an HTTP response: {raw:?}"))?;
+        let body = raw.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+        Ok((code, body.to_string()))
+    })?
+}
+
+/// The value of one series in Prometheus text (`name{labels}` exactly as exposed).
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.split(' ').next()?.parse().ok()
+    })
+}

@@ -13,7 +13,7 @@ use crate::source::now_unix;
 use crate::tunnel::Device;
 use ipnetwork::IpNetwork;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 const TICK: Duration = Duration::from_secs(2);
@@ -45,6 +45,8 @@ pub struct ProxyInput {
     pub services: Vec<DesiredService>,
     /// Service CIDRs of remotes not synced since start: left as the kernel holds them.
     pub protected: Vec<IpNetwork>,
+    /// When the remote services last changed (for the network programming metric).
+    pub changed_at: Vec<std::time::SystemTime>,
 }
 
 pub struct ProxyTask {
@@ -52,6 +54,8 @@ pub struct ProxyTask {
     pub device: Arc<Device>,
     pub services: watch::Receiver<Arc<ProxyInput>>,
     pub facts: Arc<RwLock<AgentFacts>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub beat: crate::health::Beat,
 }
 
 impl ProxyTask {
@@ -64,7 +68,9 @@ impl ProxyTask {
                     tracing::error!(backend = ?kind, error = %e,
                         "service proxy unavailable; remote ClusterIPs won't work; retrying in 30s");
                     self.set_status(|s| s.last_error = Some(e.clone()));
+                    self.beat.tick();
                     tokio::time::sleep(RETRY).await;
+                    self.beat.tick();
                 }
             }
         };
@@ -74,7 +80,10 @@ impl ProxyTask {
         let mut last: Option<Vec<VirtualService>> = None;
         let started_at = Instant::now();
         let mut force = true;
+        // Newest change trigger already recorded as programmed.
+        let mut watermark = None;
         loop {
+            self.beat.tick();
             tokio::select! {
                 r = self.services.changed() => {
                     if r.is_err() {
@@ -90,9 +99,15 @@ impl ProxyTask {
                 }
             }
             let desired = self.desired();
-            let protected = self.services.borrow().protected.clone();
+            let (protected, triggers) = {
+                let input = self.services.borrow();
+                (input.protected.clone(), input.changed_at.clone())
+            };
             let draining = matches!(&backend, Backend::Ipvs(b) if b.has_draining());
             if !force && !draining && last.as_ref() == Some(&desired) {
+                // The kernel already holds what these changes lead to.
+                self.metrics
+                    .observe_programmed(&triggers, &mut watermark, SystemTime::now());
                 continue;
             }
             // nftables rewrites its table from the desired list alone: wait for every remote's
@@ -103,6 +118,7 @@ impl ProxyTask {
             {
                 continue;
             }
+            let changed = last.as_ref() != Some(&desired);
             let started = Instant::now();
             let result = match &mut backend {
                 Backend::Ipvs(b) => b
@@ -129,14 +145,28 @@ impl ProxyTask {
                         .map_err(|e| e.to_string())
                         .and_then(|r| r.map_err(|e| e.to_string()))
                         .map(|()| {
-                            tracing::info!(services = desired.len(), "nftables proxy programmed")
+                            // The 60 s resync rewrites the table too: only news is worth info.
+                            if changed {
+                                tracing::info!(
+                                    services = desired.len(),
+                                    "nftables proxy programmed"
+                                )
+                            } else {
+                                tracing::debug!(
+                                    services = desired.len(),
+                                    "nftables proxy rewritten"
+                                )
+                            }
                         })
                 }
             };
             let took = started.elapsed();
+            self.metrics.observe_proxy_sync(took);
             match result {
                 Ok(()) => {
                     force = false;
+                    self.metrics
+                        .observe_programmed(&triggers, &mut watermark, SystemTime::now());
                     self.set_status(|s| {
                         s.last_sync_unix = Some(now_unix());
                         s.last_sync_ms = took.as_secs_f64() * 1000.0;
@@ -148,6 +178,7 @@ impl ProxyTask {
                     last = Some(desired);
                 }
                 Err(e) => {
+                    self.metrics.proxy_sync_errors.inc();
                     tracing::warn!(error = %e, "service proxy sync failed; retrying");
                     self.set_status(|s| s.last_error = Some(e));
                 }

@@ -103,6 +103,36 @@ impl Remotes {
             .collect()
     }
 
+    /// Remotes whose source is failing (`stale_since_unix` set): we hold their last good
+    /// snapshot. With `dns.serveStale: false` DNS answers their zones SERVFAIL meanwhile.
+    pub fn stale_remotes(&self) -> Vec<String> {
+        self.feeds
+            .iter()
+            .filter_map(|rx| {
+                let v = rx.borrow();
+                v.health
+                    .stale_since_unix
+                    .is_some()
+                    .then(|| v.remote.clone())
+            })
+            .collect()
+    }
+
+    /// Every remote service's last change time (watch events after the first sync).
+    pub fn change_times(&self) -> Vec<std::time::SystemTime> {
+        self.feeds
+            .iter()
+            .flat_map(|rx| {
+                rx.borrow()
+                    .snapshot
+                    .changed_at
+                    .values()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     fn log_rejections(&mut self, now: &[Rejected]) {
         let current: HashSet<Rejected> = now.iter().cloned().collect();
         for r in now {

@@ -153,6 +153,7 @@ impl Config {
         c.tunnel(self);
         c.proxy(self);
         c.dns(self);
+        c.http(self);
         c.remotes(self);
         c.overlaps(self);
         c.errors
@@ -292,6 +293,45 @@ impl Checker {
             self.err(
                 "dns.clusterSetDomain",
                 "must differ from every cluster.<remote> zone",
+            );
+        }
+        for (i, f) in d.forwarders.iter().enumerate() {
+            let field = format!("dns.forwarders[{i}]");
+            match crate::dns::forward::parse_forwarder(f) {
+                Err(reason) => self.err(field, reason),
+                Ok(a) if crate::dns::forward::is_self(a, d.listen) => self.err(
+                    field,
+                    format!(
+                        "{a} is this agent's own dns.listen {}: queries would loop",
+                        d.listen
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn http(&mut self, cfg: &Config) {
+        let h = &cfg.http;
+        if !h.enabled {
+            return;
+        }
+        if h.listen.port() == 0 {
+            self.err(
+                "http.listen",
+                "port 0: the kubelet's probes need a fixed port",
+            );
+        }
+        if cfg.dns.enabled && cfg.dns.listen == h.listen {
+            self.err("http.listen", format!("{} is dns.listen too", h.listen));
+        }
+        if !(1..=3600).contains(&h.ready_timeout_seconds) {
+            self.err(
+                "http.readyTimeoutSeconds",
+                format!(
+                    "{} is out of range 1..=3600 seconds",
+                    h.ready_timeout_seconds
+                ),
             );
         }
     }
@@ -743,6 +783,22 @@ mod tests {
     }
 
     #[test]
+    fn http_listen_and_ready_timeout_are_checked() {
+        let mut cfg = example();
+        cfg.http.listen = "0.0.0.0:0".parse().unwrap();
+        assert_error(&cfg, "http.listen", "port 0");
+        let mut cfg = example();
+        cfg.http.listen = cfg.dns.listen;
+        assert_error(&cfg, "http.listen", "is dns.listen too");
+        let mut cfg = example();
+        cfg.http.ready_timeout_seconds = 0;
+        assert_error(&cfg, "http.readyTimeoutSeconds", "out of range");
+        // Off: nothing to check.
+        cfg.http.enabled = false;
+        assert!(errors(&cfg).is_empty());
+    }
+
+    #[test]
     fn cluster_name_must_be_a_dns_label() {
         for (name, needle) in [
             ("", "must not be empty"),
@@ -765,6 +821,37 @@ mod tests {
         let mut cfg = example();
         cfg.remotes[0].name = "West.1".into();
         assert_error(&cfg, "remotes[0].name", "not a DNS label");
+    }
+
+    #[test]
+    fn dns_forwarders_and_serve_stale() {
+        let cfg = example();
+        assert!(cfg.dns.forwarders.is_empty() && cfg.dns.serve_stale);
+        let text = format!(
+            "{EXAMPLE}\ndns:\n  forwarders: [10.96.0.10, '10.96.0.11:5353', 'fd00::53', \
+             '[fd00::54]:54']\n  serveStale: false\n"
+        );
+        let cfg = Config::parse(&text, Some("a1")).unwrap();
+        assert_eq!(cfg.dns.forwarders.len(), 4);
+        assert!(!cfg.dns.serve_stale);
+        assert_eq!(
+            crate::dns::forward::parse_forwarders(&cfg.dns.forwarders)[3],
+            "[fd00::54]:54".parse().unwrap()
+        );
+        for (entry, needle) in [
+            ("dns.google", "not an IP address or IP:port"),
+            ("10.96.0.10:0", "port must not be 0"),
+            ("127.0.0.1:10053", "own dns.listen"),
+            ("0.0.0.0:10053", "own dns.listen"),
+        ] {
+            let mut cfg = example();
+            cfg.dns.forwarders = vec!["10.96.0.10".into(), entry.into()];
+            assert_error(&cfg, "dns.forwarders[1]", needle);
+        }
+        // another port on loopback is fine (e.g. a node-local cache)
+        let mut cfg = example();
+        cfg.dns.forwarders = vec!["127.0.0.53".into(), "127.0.0.1:53".into()];
+        assert!(errors(&cfg).is_empty(), "{:?}", errors(&cfg));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //!   [`Answer`] (records borrowed from the index, rcode, SOA for negative answers).
 //! - [`server`]: UDP and TCP on one address, EDNS0, truncation, hostile-input handling and
 //!   counters by rcode. The agent swaps zones on each re-plan with [`DnsHandle::set_zones`].
+//! - [`forward`]: relays names outside our zones to `dns.forwarders` when configured (else
+//!   they are REFUSED); never our own zones.
 //!
 //! ```no_run
 //! # async fn f(services: Vec<sdn_tunnel::model::DesiredService>) -> std::io::Result<()> {
@@ -19,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod forward;
 pub mod server;
 pub mod zone;
 

@@ -11,11 +11,16 @@
 //!   bare FORMERR header; other opcodes NOTIMP; EDNS versions other than 0 BADVERS; classes
 //!   other than IN REFUSED. Everything is counted in [`DnsCounters`]; answering runs under
 //!   `catch_unwind` so even a bug cannot take the listener down.
+//! - Forwarding (`dns.forwarders`, [`super::forward`]): a name outside every zone is REFUSED
+//!   unless forwarders are configured; then the listener relays it in a task of its own (UDP)
+//!   or inline (TCP), bounded by [`super::forward::MAX_OUTSTANDING`]. Names in our zones never
+//!   reach that code. [`DnsHandle::answer`] itself never forwards.
 //! - Hot path: one receive buffer and one output buffer per listener task, zones read through
 //!   an `ArcSwap` guard (no refcount traffic), records borrowed from the index and encoded
 //!   directly. What is still allocated per query is hickory's request decoding (a few small
 //!   vectors) and its name-compression table.
 
+use super::forward::{Forwarder, FORWARD_TIMEOUT, MAX_OUTSTANDING};
 use super::zone::Zones;
 use arc_swap::ArcSwap;
 use hickory_proto::op::{
@@ -72,6 +77,12 @@ pub struct DnsCounters {
     pub tcp_rejected: AtomicU64,
     /// Bugs caught by `catch_unwind` (should stay 0).
     pub panics: AtomicU64,
+    /// Queries for names outside our zones relayed to `dns.forwarders`.
+    pub forwarded: AtomicU64,
+    /// Forwarded queries no upstream answered in time (answered SERVFAIL).
+    pub forward_failed: AtomicU64,
+    /// Queries not forwarded because too many were in flight (answered SERVFAIL).
+    pub forward_overload: AtomicU64,
 }
 
 /// A plain copy of [`DnsCounters`].
@@ -93,6 +104,12 @@ pub struct DnsCountersSnapshot {
     pub tcp_connections: u64,
     pub tcp_rejected: u64,
     pub panics: u64,
+    #[serde(default)]
+    pub forwarded: u64,
+    #[serde(default)]
+    pub forward_failed: u64,
+    #[serde(default)]
+    pub forward_overload: u64,
 }
 
 impl DnsCounters {
@@ -114,6 +131,9 @@ impl DnsCounters {
             tcp_connections: g(&self.tcp_connections),
             tcp_rejected: g(&self.tcp_rejected),
             panics: g(&self.panics),
+            forwarded: g(&self.forwarded),
+            forward_failed: g(&self.forward_failed),
+            forward_overload: g(&self.forward_overload),
         }
     }
 
@@ -135,6 +155,19 @@ impl DnsCounters {
 struct Shared {
     zones: ArcSwap<Zones>,
     counters: DnsCounters,
+    /// None: names outside our zones are REFUSED.
+    forwarder: Option<Forwarder>,
+}
+
+/// What the listener does with a query.
+enum Outcome {
+    /// Send `out`.
+    Send,
+    /// Send nothing.
+    Drop,
+    /// Outside our zones and forwarders are configured: relay it. `udp_limit`: the largest
+    /// answer the (UDP) client takes.
+    Forward { udp_limit: usize },
 }
 
 /// The agent's grip on a running responder: swap zones, read counters. Cheap to clone.
@@ -145,12 +178,35 @@ pub struct DnsHandle {
 
 impl DnsHandle {
     pub fn new(zones: Zones) -> DnsHandle {
+        DnsHandle::with_forwarders(zones, Vec::new())
+    }
+
+    /// Like [`DnsHandle::new`]; the listeners relay names outside our zones to `forwarders`
+    /// (tried in order, [`FORWARD_TIMEOUT`] each). Empty: those names are REFUSED.
+    pub fn with_forwarders(zones: Zones, forwarders: Vec<SocketAddr>) -> DnsHandle {
+        DnsHandle::with_forwarder(
+            zones,
+            Forwarder::new(forwarders, FORWARD_TIMEOUT, MAX_OUTSTANDING),
+        )
+    }
+
+    /// With a custom forwarder (timeouts and limits for tests).
+    pub fn with_forwarder(zones: Zones, forwarder: Option<Forwarder>) -> DnsHandle {
         DnsHandle {
             shared: Arc::new(Shared {
                 zones: ArcSwap::from_pointee(zones),
                 counters: DnsCounters::default(),
+                forwarder,
             }),
         }
+    }
+
+    /// The configured upstreams (empty: no forwarding).
+    pub fn forwarders(&self) -> &[SocketAddr] {
+        self.shared
+            .forwarder
+            .as_ref()
+            .map_or(&[], |f| f.upstreams())
     }
 
     /// Replaces the zones atomically; the next query sees the new ones.
@@ -167,19 +223,100 @@ impl DnsHandle {
     }
 
     /// Answers one wire-format query into `out` (cleared first). Returns false when nothing
-    /// should be sent. Public for benchmarks and fuzzing; the listeners call it.
+    /// should be sent. Public for benchmarks and fuzzing. Never forwards: names outside our
+    /// zones are REFUSED here even with forwarders (the listeners forward those).
     pub fn answer(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+        matches!(self.outcome(query, transport, out, false), Outcome::Send)
+    }
+
+    fn outcome(
+        &self,
+        query: &[u8],
+        transport: Transport,
+        out: &mut Vec<u8>,
+        forwarding: bool,
+    ) -> Outcome {
         let zones = self.shared.zones.load();
         let counters = &self.shared.counters;
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            respond(&zones, counters, query, transport, out)
+            respond(&zones, counters, query, transport, out, forwarding)
         })) {
-            Ok(send) => send,
+            Ok(o) => o,
             Err(_) => {
                 counters.panics.fetch_add(1, Relaxed);
-                header_only(query, ResponseCode::ServFail, counters, out)
+                send_if(header_only(query, ResponseCode::ServFail, counters, out))
             }
         }
+    }
+
+    /// Relays `query` (known to be outside our zones) and writes the answer, or SERVFAIL,
+    /// into `out`. The caller holds a forwarding slot.
+    async fn forward(
+        &self,
+        query: &[u8],
+        transport: Transport,
+        udp_limit: usize,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(f) = &self.shared.forwarder else {
+            return;
+        };
+        let c = &self.shared.counters;
+        c.forwarded.fetch_add(1, Relaxed);
+        match f
+            .forward(query, transport == Transport::Tcp, udp_limit)
+            .await
+        {
+            Some(resp) => *out = resp,
+            None => {
+                c.forward_failed.fetch_add(1, Relaxed);
+                servfail(query, c, out);
+            }
+        }
+    }
+
+    /// A forwarding slot, or None (counted, `out` holds SERVFAIL) when too many are in flight.
+    fn forward_slot(
+        &self,
+        query: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slot = self.shared.forwarder.as_ref()?.try_slot();
+        if slot.is_none() {
+            self.shared.counters.forward_overload.fetch_add(1, Relaxed);
+            servfail(query, &self.shared.counters, out);
+        }
+        slot
+    }
+}
+
+fn send_if(send: bool) -> Outcome {
+    if send {
+        Outcome::Send
+    } else {
+        Outcome::Drop
+    }
+}
+
+/// SERVFAIL for a query that decoded before (echoes the question and EDNS).
+fn servfail(query: &[u8], c: &DnsCounters, out: &mut Vec<u8>) {
+    let Ok(msg) = Message::from_vec(query) else {
+        header_only(query, ResponseCode::ServFail, c, out);
+        return;
+    };
+    let Some(q) = msg.queries.first() else {
+        header_only(query, ResponseCode::ServFail, c, out);
+        return;
+    };
+    let mut meta = Metadata::response_from_request(&msg.metadata);
+    meta.response_code = ResponseCode::ServFail;
+    let edns = msg.edns.as_ref().map(|_| {
+        let mut e = Edns::new();
+        e.set_max_payload(ADVERTISED_UDP_PAYLOAD);
+        e
+    });
+    if !finish(c, &meta, q, &[], None, &[], edns.as_ref(), out) {
+        header_only(query, ResponseCode::ServFail, c, out);
     }
 }
 
@@ -203,21 +340,22 @@ fn respond(
     query: &[u8],
     transport: Transport,
     out: &mut Vec<u8>,
-) -> bool {
+    forwarding: bool,
+) -> Outcome {
     out.clear();
     if query.len() < 12 || query[2] & 0x80 != 0 {
         // Too short to answer, or a response: never answer those (no reflection loops).
         c.dropped.fetch_add(1, Relaxed);
-        return false;
+        return Outcome::Drop;
     }
     let Ok(msg) = Message::from_vec(query) else {
-        return header_only(query, ResponseCode::FormErr, c, out);
+        return send_if(header_only(query, ResponseCode::FormErr, c, out));
     };
     if msg.metadata.op_code != OpCode::Query {
-        return header_only(query, ResponseCode::NotImp, c, out);
+        return send_if(header_only(query, ResponseCode::NotImp, c, out));
     }
     if msg.queries.len() != 1 || msg.metadata.message_type != MessageType::Query {
-        return header_only(query, ResponseCode::FormErr, c, out);
+        return send_if(header_only(query, ResponseCode::FormErr, c, out));
     }
     let q = &msg.queries[0];
     let mut meta = Metadata::response_from_request(&msg.metadata);
@@ -233,14 +371,19 @@ fn respond(
     };
     if msg.edns.as_ref().is_some_and(|e| e.version() != 0) {
         meta.response_code = ResponseCode::BADVERS;
-        return finish(c, &meta, q, &[], None, &[], edns.as_ref(), out);
+        return send_if(finish(c, &meta, q, &[], None, &[], edns.as_ref(), out));
+    }
+    let ans = zones.lookup(q.name(), q.query_type());
+    if forwarding && ans.is_outside_zones() {
+        // Not ours: relayed as is by the listener (any class).
+        return Outcome::Forward {
+            udp_limit: limit.min(usize::from(MAX_UDP_PAYLOAD)),
+        };
     }
     if q.query_class() != DNSClass::IN && q.query_class() != DNSClass::ANY {
         meta.response_code = ResponseCode::Refused;
-        return finish(c, &meta, q, &[], None, &[], edns.as_ref(), out);
+        return send_if(finish(c, &meta, q, &[], None, &[], edns.as_ref(), out));
     }
-
-    let ans = zones.lookup(q.name(), q.query_type());
     meta.authoritative = ans.authoritative;
     meta.response_code = ans.rcode;
     let mut additionals = ans.additionals;
@@ -256,7 +399,7 @@ fn respond(
         )
         .is_err()
         {
-            return header_only(query, ResponseCode::ServFail, c, out);
+            return send_if(header_only(query, ResponseCode::ServFail, c, out));
         }
         if out.len() <= limit {
             break;
@@ -267,13 +410,13 @@ fn respond(
         }
         // Does not fit: an empty answer with TC so the client retries over TCP.
         meta.truncation = true;
-        return finish(c, &meta, q, &[], None, &[], edns.as_ref(), out);
+        return send_if(finish(c, &meta, q, &[], None, &[], edns.as_ref(), out));
     }
     if out.len() > 2 && out[2] & 0x02 != 0 {
         c.truncated.fetch_add(1, Relaxed); // hickory cut records over TCP's 64 KiB
     }
     c.rcode(meta.response_code, !ans.answers.is_empty());
-    true
+    Outcome::Send
 }
 
 /// Encodes and counts a response without records; falls back to SERVFAIL.
@@ -366,6 +509,8 @@ impl DnsServer {
 }
 
 async fn udp_loop(sock: UdpSocket, handle: DnsHandle) {
+    let sock = Arc::new(sock);
+    let forwarding = handle.shared.forwarder.is_some();
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
     let counters = &handle.shared.counters;
@@ -379,10 +524,33 @@ async fn udp_loop(sock: UdpSocket, handle: DnsHandle) {
             }
         };
         counters.udp_queries.fetch_add(1, Relaxed);
-        if handle.answer(&buf[..n], Transport::Udp, &mut out) {
-            if let Err(e) = sock.send_to(&out, peer).await {
-                tracing::debug!("dns udp send to {peer}: {e}");
+        match handle.outcome(&buf[..n], Transport::Udp, &mut out, forwarding) {
+            Outcome::Send => {}
+            Outcome::Drop => continue,
+            Outcome::Forward { udp_limit } => {
+                let Some(slot) = handle.forward_slot(&buf[..n], &mut out) else {
+                    if let Err(e) = sock.send_to(&out, peer).await {
+                        tracing::debug!("dns udp send to {peer}: {e}");
+                    }
+                    continue;
+                };
+                let (query, h, sock) = (buf[..n].to_vec(), handle.clone(), sock.clone());
+                // Bounded by the slot and the forward timeouts; not aborted with the server.
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let mut out = Vec::new();
+                    h.forward(&query, Transport::Udp, udp_limit, &mut out).await;
+                    if !out.is_empty() {
+                        if let Err(e) = sock.send_to(&out, peer).await {
+                            tracing::debug!("dns udp send to {peer}: {e}");
+                        }
+                    }
+                });
+                continue;
             }
+        }
+        if let Err(e) = sock.send_to(&out, peer).await {
+            tracing::debug!("dns udp send to {peer}: {e}");
         }
     }
 }
@@ -423,6 +591,7 @@ async fn tcp_conn(mut stream: TcpStream, handle: DnsHandle) {
     let mut out = Vec::new();
     let mut frame = Vec::new();
     let counters = &handle.shared.counters;
+    let forwarding = handle.shared.forwarder.is_some();
     loop {
         let mut len = [0u8; 2];
         match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await {
@@ -436,8 +605,19 @@ async fn tcp_conn(mut stream: TcpStream, handle: DnsHandle) {
             _ => return,
         }
         counters.tcp_queries.fetch_add(1, Relaxed);
-        if !handle.answer(&buf, Transport::Tcp, &mut out) {
-            return; // not a query: the stream is out of sync or hostile
+        match handle.outcome(&buf, Transport::Tcp, &mut out, forwarding) {
+            Outcome::Send => {}
+            Outcome::Drop => return, // not a query: the stream is out of sync or hostile
+            Outcome::Forward { udp_limit } => {
+                if let Some(_slot) = handle.forward_slot(&buf, &mut out) {
+                    handle
+                        .forward(&buf, Transport::Tcp, udp_limit, &mut out)
+                        .await;
+                }
+                if out.is_empty() || out.len() > usize::from(u16::MAX) {
+                    return;
+                }
+            }
         }
         frame.clear();
         frame.extend_from_slice(&(out.len() as u16).to_be_bytes());
@@ -577,6 +757,80 @@ mod tests {
         assert_eq!(r.metadata.response_code, ResponseCode::Refused);
         h.set_zones(zones(2));
         assert_eq!(ask(&h, &q, Transport::Udp).unwrap().answers.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn forwarding_is_bounded_and_never_for_our_zones() {
+        use crate::dns::forward::Forwarder;
+        // an upstream that never answers; one slot
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let f = Forwarder::new(
+            vec![silent.local_addr().unwrap()],
+            Duration::from_millis(500),
+            1,
+        );
+        let h = DnsHandle::with_forwarder(zones(1), f);
+        assert_eq!(h.forwarders().len(), 1);
+        let server = DnsServer::bind("127.0.0.1:0".parse().unwrap(), h.clone())
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let task = tokio::spawn(server.run());
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(addr).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut recv = async |client: &UdpSocket| {
+            let n = tokio::time::timeout(Duration::from_secs(3), client.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            Message::from_vec(&buf[..n]).unwrap()
+        };
+        // the first takes the slot; the second is SERVFAIL at once
+        let mut q1 = query("example.com.", RecordType::A, None);
+        q1[..2].copy_from_slice(&[0, 1]);
+        let mut q2 = query("example.org.", RecordType::A, None);
+        q2[..2].copy_from_slice(&[0, 2]);
+        client.send(&q1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.send(&q2).await.unwrap();
+        let r = recv(&client).await;
+        assert_eq!(
+            (r.metadata.id, r.metadata.response_code),
+            (2, ResponseCode::ServFail)
+        );
+        assert_eq!(r.queries[0].name().to_ascii(), "example.org.");
+        // our zone meanwhile: answered, not forwarded
+        let q3 = query("big.ns.svc.cluster.b.", RecordType::A, None);
+        client.send(&q3).await.unwrap();
+        let r = recv(&client).await;
+        assert_eq!(r.answers.len(), 1);
+        // the first fails after the upstream timeout
+        let r = recv(&client).await;
+        assert_eq!(
+            (r.metadata.id, r.metadata.response_code),
+            (1, ResponseCode::ServFail)
+        );
+        let c = h.counters();
+        assert_eq!(
+            (
+                c.forwarded,
+                c.forward_failed,
+                c.forward_overload,
+                c.servfail,
+                c.noerror
+            ),
+            (1, 1, 1, 2, 1)
+        );
+        // the slot is free again
+        client.send(&q2).await.unwrap();
+        let r = recv(&client).await;
+        assert_eq!(
+            (r.metadata.id, r.metadata.response_code),
+            (2, ResponseCode::ServFail)
+        );
+        assert_eq!(h.counters().forward_overload, 1);
+        task.abort();
     }
 
     /// `cargo test --release --lib dns::server::tests::answer_throughput -- --ignored --nocapture`:

@@ -26,7 +26,12 @@
 //! Negative answers: NXDOMAIN for a name inside a zone that does not exist, NODATA (NOERROR, no
 //! answers) for an existing name without records of the asked type (including empty
 //! non-terminals such as `<ns>.svc.cluster.<remote>`); both carry the zone's SOA in the
-//! authority section, its MINIMUM being the TTL. Names outside our zones: REFUSED.
+//! authority section, its MINIMUM being the TTL. Names outside our zones: REFUSED (the server
+//! may forward those instead, see [`super::forward`]).
+//!
+//! Stale remotes (`dns.serveStale: false`): [`Zones::build_with_stale`] keeps the zone
+//! `cluster.<remote>` of each remote listed as failed but answers every name in it SERVFAIL,
+//! and leaves its services out of the merged clusterset names.
 //!
 //! The index is built once per snapshot: lookups lowercase the query name into a stack buffer
 //! and do one hash lookup per label to find the zone plus one for the name; answers borrow
@@ -67,6 +72,17 @@ impl Answer<'_> {
         authority: None,
         additionals: &[],
     };
+    /// A zone we have but cannot vouch for (a stale remote with `serveStale: false`).
+    const SERVFAIL: Answer<'static> = Answer {
+        rcode: ResponseCode::ServFail,
+        authoritative: false,
+        ..Answer::REFUSED
+    };
+
+    /// True for a name outside every zone we serve (the only names that may be forwarded).
+    pub fn is_outside_zones(&self) -> bool {
+        self.rcode == ResponseCode::Refused && !self.authoritative
+    }
 
     /// NOERROR without answers.
     pub fn is_nodata(&self) -> bool {
@@ -89,6 +105,8 @@ struct Zone {
     /// Lowercase, no trailing dot.
     origin: String,
     soa: Record,
+    /// Every name in the zone is answered SERVFAIL (a stale remote, `serveStale: false`).
+    servfail: bool,
 }
 
 /// Record counts per zone, for `status`.
@@ -98,6 +116,9 @@ pub struct ZoneStat {
     pub origin: String,
     pub names: usize,
     pub records: usize,
+    /// Answered SERVFAIL: the remote is stale and `dns.serveStale` is false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub servfail: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -145,9 +166,23 @@ impl Zones {
         cluster_set_domain: &str,
         ttl: u32,
     ) -> Zones {
+        Zones::build_with_stale(remotes, &[], services, cluster_set_domain, ttl)
+    }
+
+    /// Like [`Zones::build_for`]; the zones of the remotes in `servfail` (stale remotes when
+    /// `dns.serveStale` is false) answer every name SERVFAIL, and their services are left out
+    /// of the clusterset names.
+    pub fn build_with_stale(
+        remotes: &[&str],
+        servfail: &[&str],
+        services: &[DesiredService],
+        cluster_set_domain: &str,
+        ttl: u32,
+    ) -> Zones {
         let mut b = Builder::new(ttl);
         let mut by_remote: BTreeMap<String, Vec<&RemoteService>> = remotes
             .iter()
+            .chain(servfail)
             .map(|r| (r.to_ascii_lowercase(), Vec::new()))
             .collect();
         for s in services {
@@ -156,6 +191,7 @@ impl Zones {
                 .or_default()
                 .push(&s.service);
         }
+        let failed: HashSet<String> = servfail.iter().map(|r| r.to_ascii_lowercase()).collect();
         let domain = normalize(cluster_set_domain);
         let mut merged: BTreeMap<(String, String), Vec<(&str, &RemoteService)>> = BTreeMap::new();
         for (remote, svcs) in &by_remote {
@@ -164,6 +200,12 @@ impl Zones {
                 b.skipped += svcs.len();
                 continue;
             };
+            if failed.contains(remote) {
+                b.zones[zone as usize].servfail = true;
+                b.mix(b"servfail");
+                b.mix(origin.as_bytes());
+                continue;
+            }
             for svc in svcs {
                 let base = service_base(svc, &origin);
                 b.add_view(zone, &base, &[(None, svc)]);
@@ -207,6 +249,7 @@ impl Zones {
                 origin: z.origin.clone(),
                 names: 0,
                 records: 1, // the SOA
+                servfail: z.servfail,
             })
             .collect();
         for node in self.nodes.values() {
@@ -272,6 +315,9 @@ impl Zones {
             return Answer::REFUSED;
         };
         let zone = &self.zones[zi as usize];
+        if zone.servfail {
+            return Answer::SERVFAIL;
+        }
         let negative = |rcode| Answer {
             rcode,
             authoritative: true,
@@ -402,6 +448,7 @@ impl Builder {
         self.zones.push(Zone {
             origin: origin.to_string(),
             soa: Record::from_rdata(name, self.ttl, RData::SOA(soa)),
+            servfail: false,
         });
         self.zone_index.insert(origin.as_bytes().into(), z);
         self.node(z, origin).apex = true;
@@ -598,6 +645,57 @@ mod tests {
     use super::*;
     use crate::source::{Endpoint, EndpointPort, Protocol, ServicePort};
     use std::sync::Arc;
+
+    #[test]
+    fn stale_remote_zone_is_servfail_and_left_out_of_clusterset() {
+        let services = [
+            svc("b", "default", "web", &["10.101.0.10"], vec![]),
+            svc("c", "default", "web", &["10.201.0.10"], vec![]),
+            svc("c", "default", "only-c", &["10.201.0.11"], vec![]),
+        ];
+        let z = Zones::build_with_stale(&["b", "c"], &["C"], &services, "clusterset.local", 5);
+        for (name, qtype) in [
+            ("web.default.svc.cluster.c.", RecordType::A),
+            ("nope.default.svc.cluster.c.", RecordType::A),
+            ("cluster.c.", RecordType::SOA),
+            ("_http._tcp.web.default.svc.cluster.c.", RecordType::SRV),
+        ] {
+            let a = z.lookup_str(name, qtype);
+            assert_eq!(a.rcode, ResponseCode::ServFail, "{name}");
+            assert!(!a.authoritative && a.answers.is_empty() && a.authority.is_none());
+            assert!(!a.is_outside_zones());
+        }
+        // the healthy remote and the merged view without c
+        let a = z.lookup_str("web.default.svc.cluster.b.", RecordType::A);
+        assert_eq!(ips(&a), ["10.101.0.10"]);
+        let a = z.lookup_str("web.default.svc.clusterset.local.", RecordType::A);
+        assert_eq!(ips(&a), ["10.101.0.10"]);
+        let a = z.lookup_str("only-c.default.svc.clusterset.local.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+        let stats = z.stats();
+        let c = stats
+            .zones
+            .iter()
+            .find(|s| s.origin == "cluster.c")
+            .unwrap();
+        assert!(c.servfail);
+        assert!(stats
+            .zones
+            .iter()
+            .filter(|s| s.origin != "cluster.c")
+            .all(|s| !s.servfail));
+        // a stale remote that has no services yet still has its (SERVFAIL) zone
+        let z = Zones::build_with_stale(&[], &["d"], &[], "clusterset.local", 5);
+        let a = z.lookup_str("x.default.svc.cluster.d.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::ServFail);
+        // once it syncs again (not listed), answered as before
+        let z = Zones::build_with_stale(&["b", "c"], &[], &services, "clusterset.local", 5);
+        let a = z.lookup_str("web.default.svc.clusterset.local.", RecordType::A);
+        assert_eq!(ips(&a), ["10.101.0.10", "10.201.0.10"]);
+        assert!(z
+            .lookup_str("example.com.", RecordType::A)
+            .is_outside_zones());
+    }
 
     fn ep(ip: &str, ready: bool, port: u16) -> Endpoint {
         Endpoint {

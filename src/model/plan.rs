@@ -233,6 +233,7 @@ mod tests {
             },
             tunnel: TunnelConfig::default(),
             proxy: ProxyConfig::default(),
+            http: Default::default(),
             remotes,
             dns: Default::default(),
         }

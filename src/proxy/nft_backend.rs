@@ -43,10 +43,7 @@ pub use render::{
     render, render_update, Existing, NO_ENDPOINTS4, NO_ENDPOINTS6, SERVICE_IPS4, SERVICE_IPS6,
 };
 
-use crate::nft::valid_table_name;
 use crate::proxy::model::VirtualService;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 /// Programs `services` into our table `inet <table>` atomically (all or nothing), keeping the
 /// clients remembered for ClientIP affinity of backends that stay Active. Idempotent.
@@ -131,43 +128,6 @@ pub fn parse_listing(table: &str, text: &str) -> Option<Existing> {
     found.then_some(e)
 }
 
-fn check_table(table: &str) -> Result<(), NftError> {
-    if valid_table_name(table) {
-        Ok(())
-    } else {
-        Err(NftError::InvalidTableName(table.to_string()))
-    }
-}
+use crate::nft::check_table;
 
-/// Runs nft with `args`, feeding `stdin` if given; returns stdout. (The same as the private
-/// runner in `crate::nft`, which this module may not change.)
-fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
-    let mut child = Command::new("nft")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => NftError::NotInstalled,
-            _ => NftError::Spawn(e),
-        })?;
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin is piped");
-        // nft reads all of stdin before acting; a failed write shows in its status below.
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(NftError::Spawn)?;
-    if !out.status.success() {
-        return Err(NftError::Failed {
-            args: args.join(" "),
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use crate::nft::run as nft;

@@ -5,7 +5,7 @@
 //! including after 410 Gone).
 
 use super::kube_client;
-use super::store::RemoteStore;
+use super::store::{self, RemoteStore};
 use super::{now_unix, RemoteView, SourceHealth, SourceKind};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -248,10 +248,30 @@ fn apply(store: &mut RemoteStore, u: Update) -> Result<Option<bool>, watcher::Er
             }
         };
     }
+    // Trigger times for the network programming metric, before the event is consumed.
+    let now = std::time::SystemTime::now();
+    let change = match &u {
+        Update::Service(Ok(Event::Apply(o) | Event::Delete(o))) => {
+            Some((store::namespaced_key(&o.metadata), now))
+        }
+        Update::Slice(Ok(Event::Apply(o) | Event::Delete(o))) => o
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::source::convert::LABEL_SERVICE_NAME))
+            .map(|svc| {
+                let ns = o.metadata.namespace.as_deref().unwrap_or_default();
+                (format!("{ns}/{svc}"), store::slice_trigger_time(o, now))
+            }),
+        _ => None,
+    };
     match u {
         Update::Node(ev) => route!(ev, store.nodes, RemoteStore::convert_node),
         Update::Service(ev) => route!(ev, store.services, RemoteStore::convert_service),
         Update::Slice(ev) => route!(ev, store.slices, RemoteStore::convert_slice),
+    }
+    if let Some((key, at)) = change {
+        store.note_change(key, at);
     }
     Ok(Some(true))
 }

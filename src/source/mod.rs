@@ -124,6 +124,9 @@ pub struct RemoteSnapshot {
     /// Objects the source could not even parse (malformed key, endpoint, CIDR, oversized
     /// annotation). CIDR confinement is `plan()`'s job and adds its own rejections.
     pub rejected: Vec<Rejected>,
+    /// namespace/service -> when it last changed (watch events after the first sync only).
+    #[serde(skip)]
+    pub changed_at: std::collections::BTreeMap<String, std::time::SystemTime>,
 }
 
 impl RemoteSnapshot {

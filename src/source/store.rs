@@ -7,6 +7,7 @@ use super::{Rejected, RemoteNode, RemoteService, RemoteSnapshot};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
 
 /// `Ok(None)`: an object that isn't relevant (no agent on the node, ExternalName service...).
 type Converted<T> = Result<Option<T>, String>;
@@ -76,6 +77,30 @@ pub struct RemoteStore {
     pub nodes: Table<RemoteNode>,
     pub services: Table<RemoteService>,
     pub slices: Table<SliceData>,
+    /// namespace/service -> when its latest change happened (for the network programming
+    /// latency metric). Only changes after the first full sync: the initial list is not a
+    /// change anyone waits for.
+    changed_at: HashMap<String, SystemTime>,
+}
+
+/// Set by the EndpointSlice controller: when the pod or service change behind this slice
+/// update happened (the start of the Kubernetes network programming SLI).
+pub const ANN_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// The trigger time of a slice update: its annotation if present and sane, else `now`.
+pub fn slice_trigger_time(s: &EndpointSlice, now: SystemTime) -> SystemTime {
+    s.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANN_TRIGGER_TIME))
+        .and_then(|v| v.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .map(SystemTime::from)
+        // A remote clock far off would make the metric meaningless: fall back to ours.
+        .filter(|t| {
+            let skew = Duration::from_secs(3600);
+            *t <= now + skew && now.duration_since(*t).unwrap_or_default() <= skew
+        })
+        .unwrap_or(now)
 }
 
 pub fn node_key(n: &Node) -> String {
@@ -95,6 +120,19 @@ impl RemoteStore {
         RemoteStore {
             remote: remote.to_string(),
             ..Default::default()
+        }
+    }
+
+    /// Records a change of a service (or its slices) seen by a watch event.
+    pub fn note_change(&mut self, service_key: String, at: SystemTime) {
+        if self.synced() {
+            let e = self.changed_at.entry(service_key).or_insert(at);
+            *e = (*e).max(at);
+            // Deleted services leave entries behind: prune now and then.
+            if self.changed_at.len() > 2 * self.services.len() + 64 {
+                let services = &self.services.items;
+                self.changed_at.retain(|k, _| services.contains_key(k));
+            }
         }
     }
 
@@ -150,6 +188,9 @@ impl RemoteStore {
         for (key, v) in self.services.iter() {
             match v {
                 Ok(Some(s)) => {
+                    if let Some(t) = self.changed_at.get(key) {
+                        snap.changed_at.insert(key.clone(), *t);
+                    }
                     let mut s = s.clone();
                     for d in by_service.get(key.as_str()).into_iter().flatten() {
                         for e in &d.endpoints {
@@ -217,6 +258,49 @@ mod tests {
         assert!(snap.rejected[0].reason.contains("malformed key"));
         st.nodes.delete("evil");
         assert!(st.snapshot().rejected.is_empty());
+    }
+
+    #[test]
+    fn changes_after_the_first_sync_carry_their_trigger_time() {
+        let mut st = RemoteStore::new("west");
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"namespace": "a", "name": "web"},
+            "spec": {"clusterIP": "172.31.0.10", "ports": [{"port": 80}]}}))
+        .unwrap();
+        let (k, v) = RemoteStore::convert_service(&svc);
+        st.services.apply(k, v);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        // Not synced yet: the initial list is no change.
+        st.note_change("a/web".into(), t0);
+        assert!(st.snapshot().changed_at.is_empty());
+        for t in [
+            &mut st.nodes.synced,
+            &mut st.services.synced,
+            &mut st.slices.synced,
+        ] {
+            *t = true;
+        }
+        st.note_change("a/web".into(), t0);
+        st.note_change("a/web".into(), t0 - Duration::from_secs(5)); // older: ignored
+        st.note_change("a/gone".into(), t0); // no such service: not in the snapshot
+        let snap = st.snapshot();
+        assert_eq!(snap.changed_at.len(), 1);
+        assert_eq!(snap.changed_at["a/web"], t0);
+    }
+
+    #[test]
+    fn slice_trigger_time_from_the_annotation_within_reason() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let slice = |ann: &str| -> EndpointSlice {
+            serde_json::from_value(json!({"metadata": {"annotations": {ANN_TRIGGER_TIME: ann}},
+                "addressType": "IPv4", "endpoints": []}))
+            .unwrap()
+        };
+        // 2023-11-14T22:13:10Z is now - 10 s.
+        let t = slice_trigger_time(&slice("2023-11-14T22:13:10Z"), now);
+        assert_eq!(now.duration_since(t).unwrap(), Duration::from_secs(10));
+        assert_eq!(slice_trigger_time(&slice("garbage"), now), now);
+        assert_eq!(slice_trigger_time(&slice("2001-01-01T00:00:00Z"), now), now);
     }
 
     #[test]

@@ -29,6 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::health::Beat;
+
 /// Packets per batch in each direction.
 pub const BATCH: usize = 32;
 /// Buffer size: a full UDP datagram / the largest inner packet plus WireGuard overhead.
@@ -47,6 +49,15 @@ pub struct Device {
     identity: ArcSwap<Identity>,
     peers: ArcSwap<PeerSet>,
     pub counters: Counters,
+    /// Heartbeats of the packet threads and the timer loop, for `/healthz`.
+    pub beats: DeviceBeats,
+}
+
+#[derive(Default)]
+pub struct DeviceBeats {
+    pub tx: Beat,
+    pub rx: Beat,
+    pub timers: Beat,
 }
 
 /// Our static key pair and the rate limiter whose cookies are bound to the public key.
@@ -88,6 +99,7 @@ impl Device {
             identity: ArcSwap::from_pointee(Identity::new(private_key)),
             peers: ArcSwap::from_pointee(PeerSet::default()),
             counters: Counters::default(),
+            beats: DeviceBeats::default(),
         }))
     }
 
@@ -185,6 +197,7 @@ impl Device {
             if let Some(ep) = p.endpoint() {
                 let res = p.tunn().format_handshake_initiation(&mut buf, false);
                 if let TunnResult::WriteToNetwork(pkt) = res {
+                    p.note_sent(pkt);
                     self.send_one(pkt, ep);
                 }
             }
@@ -245,8 +258,9 @@ impl Device {
     }
 
     /// Waits until `fd` is ready for `events`; false when the device is stopping.
-    fn wait(&self, fd: i32, events: libc::c_short) -> io::Result<bool> {
+    fn wait(&self, fd: i32, events: libc::c_short, beat: &Beat) -> io::Result<bool> {
         loop {
+            beat.tick();
             if self.stopping.load(Ordering::Relaxed) {
                 return Ok(false);
             }
@@ -274,7 +288,8 @@ impl Device {
         let mut inbuf = vec![0u8; BUF];
         let mut out = SendBatch::new(BATCH, BUF);
         let fd = self.tun.as_raw_fd();
-        while self.wait(fd, libc::POLLIN)? {
+        let beat = &self.beats.tx;
+        while self.wait(fd, libc::POLLIN, beat)? {
             let peers = self.peers.load();
             // Drain the TUN queue in batches; flush each batch with one sendmmsg.
             loop {
@@ -286,10 +301,10 @@ impl Device {
                 };
                 self.encrypt_one(&peers, &inbuf[..n], &mut out);
                 if out.is_full() {
-                    self.flush(&mut out);
+                    self.flush(&mut out, beat);
                 }
             }
-            self.flush(&mut out);
+            self.flush(&mut out, beat);
         }
         Ok(())
     }
@@ -304,7 +319,10 @@ impl Device {
             return;
         };
         let len = match peer.tunn().encapsulate(pkt, out.slot()) {
-            TunnResult::WriteToNetwork(b) => b.len(),
+            TunnResult::WriteToNetwork(b) => {
+                peer.note_sent(b);
+                b.len()
+            }
             TunnResult::Err(e) => {
                 tracing::debug!(peer = %peer.label(), error = ?e, "encapsulate failed");
                 Counters::inc(&self.counters.dropped_bad_packet);
@@ -319,7 +337,7 @@ impl Device {
     }
 
     /// Sends everything queued, waiting for socket space when the send buffer is full.
-    fn flush(&self, out: &mut SendBatch) {
+    fn flush(&self, out: &mut SendBatch, beat: &Beat) {
         while !out.is_empty() {
             match self.udp.send_batch(out) {
                 Ok(n) => {
@@ -328,7 +346,10 @@ impl Device {
                         .fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !matches!(self.wait(self.udp.as_raw_fd(), libc::POLLOUT), Ok(true)) {
+                    if !matches!(
+                        self.wait(self.udp.as_raw_fd(), libc::POLLOUT, beat),
+                        Ok(true)
+                    ) {
                         break;
                     }
                 }
@@ -350,7 +371,8 @@ impl Device {
         let mut plain = vec![0u8; BUF];
         let mut out = SendBatch::new(BATCH, BUF);
         let fd = self.udp.as_raw_fd();
-        while self.wait(fd, libc::POLLIN)? {
+        let beat = &self.beats.rx;
+        while self.wait(fd, libc::POLLIN, beat)? {
             loop {
                 let n = match self.udp.recv_batch(&mut batch) {
                     Ok(n) => n,
@@ -371,10 +393,10 @@ impl Device {
                     let dgram = &batch.bufs[i][..batch.lens[i]];
                     self.decrypt_one(&peers, src, dgram, &mut plain, &mut out);
                     if out.is_full() {
-                        self.flush(&mut out);
+                        self.flush(&mut out, beat);
                     }
                 }
-                self.flush(&mut out);
+                self.flush(&mut out, beat);
             }
         }
         Ok(())
@@ -506,6 +528,7 @@ impl Device {
         let mut n: u64 = 0;
         while !self.stopping.load(Ordering::Relaxed) {
             tick.tick().await;
+            self.beats.timers.tick();
             n += 1;
             if n % 4 == 0 {
                 self.identity.load().rate_limiter.reset_count();
@@ -515,6 +538,7 @@ impl Device {
                 let mut tunn = peer.tunn();
                 match tunn.update_timers(&mut buf) {
                     TunnResult::WriteToNetwork(pkt) => {
+                        peer.note_sent(pkt);
                         if let Some(ep) = peer.endpoint() {
                             self.send_one(pkt, ep);
                         }

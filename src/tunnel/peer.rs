@@ -5,6 +5,7 @@ use boringtun::noise::Tunn;
 use ipnetwork::IpNetwork;
 use parking_lot::{Mutex, MutexGuard};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::RwLock;
 use std::time::SystemTime;
 
@@ -20,6 +21,16 @@ pub struct Peer {
     last_handshake: RwLock<Option<SystemTime>>,
     pub info: RwLock<PeerInfo>,
     pub created_at: std::time::Instant,
+    /// Handshake initiations we sent, and those that got no response before the next one
+    /// (boringtun retries every 5 s): the per-peer failure count of the metrics.
+    handshake_attempts: AtomicU64,
+    handshake_failures: AtomicU64,
+    awaiting_response: AtomicBool,
+}
+
+/// A WireGuard handshake initiation: message type 1, 148 bytes.
+fn is_handshake_initiation(pkt: &[u8]) -> bool {
+    pkt.len() == 148 && pkt[0] == 1
 }
 
 /// Mutable labels and config; the crypto-key routing itself lives in the PeerSet's table.
@@ -39,6 +50,8 @@ pub struct PeerStats {
     pub last_handshake: Option<SystemTime>,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
+    pub handshake_attempts: u64,
+    pub handshake_failures: u64,
 }
 
 impl Peer {
@@ -52,6 +65,9 @@ impl Peer {
             last_handshake: RwLock::new(None),
             info: RwLock::new(info),
             created_at: std::time::Instant::now(),
+            handshake_attempts: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
+            awaiting_response: AtomicBool::new(false),
         }
     }
 
@@ -75,7 +91,18 @@ impl Peer {
         true
     }
 
+    /// Called with every datagram we send to this peer; counts handshake initiations.
+    pub fn note_sent(&self, pkt: &[u8]) {
+        if is_handshake_initiation(pkt) {
+            self.handshake_attempts.fetch_add(1, Relaxed);
+            if self.awaiting_response.swap(true, Relaxed) {
+                self.handshake_failures.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     pub fn handshake_completed(&self) {
+        self.awaiting_response.store(false, Relaxed);
         *self
             .last_handshake
             .write()
@@ -99,6 +126,8 @@ impl Peer {
             last_handshake: last,
             tx_bytes: tx as u64,
             rx_bytes: rx as u64,
+            handshake_attempts: self.handshake_attempts.load(Relaxed),
+            handshake_failures: self.handshake_failures.load(Relaxed),
         }
     }
 
@@ -118,5 +147,37 @@ impl Peer {
             Some(n) => format!("{}/{} ({}…)", info.remote, n, &key[..8]),
             None => format!("{}/{}…", info.remote, &key[..8]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boringtun::x25519::{PublicKey, StaticSecret};
+
+    fn peer() -> Peer {
+        let a = StaticSecret::random_from_rng(rand_core::OsRng);
+        let b = StaticSecret::random_from_rng(rand_core::OsRng);
+        let tunn = Tunn::new(a, PublicKey::from(&b), None, None, 1, None);
+        Peer::new(PublicKey::from(&b).to_bytes(), 1, tunn, PeerInfo::default())
+    }
+
+    #[test]
+    fn unanswered_initiations_count_as_failures() {
+        let p = peer();
+        let mut init = vec![0u8; 148];
+        init[0] = 1;
+        p.note_sent(&init);
+        p.note_sent(&[4u8; 96]); // data: ignored
+        let s = p.stats();
+        assert_eq!((s.handshake_attempts, s.handshake_failures), (1, 0));
+        p.note_sent(&init); // retry: the first one went unanswered
+        p.note_sent(&init);
+        let s = p.stats();
+        assert_eq!((s.handshake_attempts, s.handshake_failures), (3, 2));
+        p.handshake_completed();
+        p.note_sent(&init); // rekey after a completed handshake is no failure
+        let s = p.stats();
+        assert_eq!((s.handshake_attempts, s.handshake_failures), (4, 2));
     }
 }

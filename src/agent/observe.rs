@@ -1,0 +1,118 @@
+//! What the agent shows operators beyond `status`: the HTTP endpoints (metrics and probes)
+//! and one log line per peer state change.
+
+use crate::config::Config;
+use crate::control::{self, AgentFacts};
+use crate::health::{self, Health, RemoteSync, Verdict};
+use crate::http::Endpoints;
+use crate::metrics::{self, Metrics};
+use crate::tunnel::Device;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+pub struct AgentEndpoints {
+    pub device: Arc<Device>,
+    pub facts: Arc<RwLock<AgentFacts>>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub started: Instant,
+    pub ready_timeout: Duration,
+    pub peer_down_after: Duration,
+}
+
+impl AgentEndpoints {
+    pub fn new(
+        cfg: &Config,
+        device: Arc<Device>,
+        facts: Arc<RwLock<AgentFacts>>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> AgentEndpoints {
+        AgentEndpoints {
+            device,
+            facts,
+            metrics,
+            health,
+            started: Instant::now(),
+            ready_timeout: Duration::from_secs(cfg.http.ready_timeout_seconds.into()),
+            peer_down_after: Duration::from_secs(cfg.proxy.peer_down_after_seconds.into()),
+        }
+    }
+}
+
+impl Endpoints for AgentEndpoints {
+    fn metrics(&self) -> String {
+        let status = {
+            let f = self.facts.read().unwrap_or_else(|e| e.into_inner());
+            control::snapshot(&self.device, &f)
+        };
+        metrics::render(&metrics::RenderInput {
+            status: &status,
+            metrics: &self.metrics,
+            now_unix: control::now_unix(),
+            peer_down_after_secs: self.peer_down_after.as_secs(),
+            ready: self.readyz().ok,
+        })
+    }
+
+    fn healthz(&self) -> Verdict {
+        self.health.liveness()
+    }
+
+    fn readyz(&self) -> Verdict {
+        let f = self.facts.read().unwrap_or_else(|e| e.into_inner());
+        let remotes: Vec<RemoteSync<'_>> = f
+            .remotes
+            .iter()
+            .map(|r| RemoteSync {
+                name: &r.name,
+                synced: r.synced,
+            })
+            .collect();
+        health::readiness(
+            &self.health.liveness(),
+            self.health.kernel_programmed(),
+            &remotes,
+            self.started.elapsed(),
+            self.ready_timeout,
+        )
+    }
+}
+
+/// Logs a line when a peer comes up (first handshake, or again after being down) or goes
+/// down (no handshake within the threshold), so logs tell the story without per-packet noise.
+#[derive(Default)]
+pub struct PeerWatch {
+    up: HashMap<[u8; 32], bool>,
+}
+
+impl PeerWatch {
+    pub fn poll(&mut self, device: &Device, threshold: Duration) {
+        let peers = device.peers();
+        let mut next = HashMap::with_capacity(peers.peers.len());
+        for p in &peers.peers {
+            let had_handshake = p.stats().last_handshake.is_some();
+            let up = !p.is_down(threshold) && had_handshake;
+            let was = self.up.get(&p.public_key).copied();
+            match (was, up) {
+                (Some(false) | None, true) => {
+                    tracing::info!(peer = %p.label(), endpoint = ?p.endpoint(), "peer up")
+                }
+                (Some(true), false) => tracing::warn!(peer = %p.label(),
+                    endpoint = ?p.endpoint(), after_secs = threshold.as_secs(),
+                    "peer down: no handshake"),
+                // Never up since it was added: say so once, when it crosses the threshold.
+                (None, false) if p.is_down(threshold) => tracing::warn!(peer = %p.label(),
+                    endpoint = ?p.endpoint(), "peer has not completed a handshake yet"),
+                (None, false) => {
+                    // Not judged yet: keep it unknown.
+                    continue;
+                }
+                _ => {}
+            }
+            next.insert(p.public_key, up);
+        }
+        self.up = next;
+    }
+}
