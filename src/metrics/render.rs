@@ -339,7 +339,10 @@ fn dns(reg: &mut Registry, s: &AgentStatus) {
         "Forwarded queries answered SERVFAIL by us (failed: no forwarder answered in time; \
          overload: too many forwards in flight).",
     );
-    for (reason, v) in [("failed", q.forward_failed), ("overload", q.forward_overload)] {
+    for (reason, v) in [
+        ("failed", q.forward_failed),
+        ("overload", q.forward_overload),
+    ] {
         fwd_failed
             .get_or_create(&vec![("reason", reason.to_string())])
             .inc_by(v);
