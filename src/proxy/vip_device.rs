@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::{Handle, LinkDummy};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +86,10 @@ async fn addresses(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, AddressMe
     Ok(out)
 }
 
+/// Address requests in flight at once: one awaited round trip per VIP made 10k services take
+/// seconds; the kernel handles a window of them as fast as one.
+const IN_FLIGHT: usize = 64;
+
 /// Makes the device hold exactly `vips` among addresses inside `owned` (remote service
 /// CIDRs), leaving those inside `protected` (unsynced remotes) alone. Returns (added, removed).
 pub async fn reconcile(
@@ -95,33 +99,39 @@ pub async fn reconcile(
     owned: &[IpNetwork],
     protected: &[IpNetwork],
 ) -> Result<(usize, usize), VipError> {
+    use futures::stream::{self, StreamExt};
     let have = addresses(handle, index).await?;
-    let mut removed = 0;
-    for (ip, msg) in &have {
-        let in_any = |nets: &[IpNetwork]| nets.iter().any(|n| n.contains(*ip));
-        if in_any(owned) && !in_any(protected) && !vips.contains(ip) {
-            handle
-                .address()
-                .del(msg.clone())
-                .execute()
-                .await
-                .map_err(err("remove address", ip.to_string()))?;
-            removed += 1;
-        }
-    }
-    let mut added = 0;
-    for ip in vips {
-        if have.iter().any(|(h, _)| h == ip) {
-            continue;
-        }
-        let prefix = if ip.is_ipv4() { 32 } else { 128 };
-        handle
-            .address()
-            .add(index, *ip, prefix)
-            .execute()
-            .await
-            .map_err(err("add address", ip.to_string()))?;
-        added += 1;
-    }
+    let present: HashSet<IpAddr> = have.iter().map(|(ip, _)| *ip).collect();
+    let in_any = |nets: &[IpNetwork], ip: &IpAddr| nets.iter().any(|n| n.contains(*ip));
+    let stale: Vec<(IpAddr, AddressMessage)> = have
+        .into_iter()
+        .filter(|(ip, _)| in_any(owned, ip) && !in_any(protected, ip) && !vips.contains(ip))
+        .collect();
+    let removed = stale.len();
+    let results: Vec<Result<(), VipError>> = stream::iter(stale)
+        .map(|(ip, msg)| async move {
+            let res = handle.address().del(msg).execute().await;
+            res.map_err(err("remove address", ip.to_string()))
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<(), _>>()?;
+    let missing: Vec<IpAddr> = vips
+        .iter()
+        .filter(|ip| !present.contains(ip))
+        .copied()
+        .collect();
+    let added = missing.len();
+    let results: Vec<Result<(), VipError>> = stream::iter(missing)
+        .map(|ip| async move {
+            let prefix = if ip.is_ipv4() { 32 } else { 128 };
+            let res = handle.address().add(index, ip, prefix).execute().await;
+            res.map_err(err("add address", ip.to_string()))
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<(), _>>()?;
     Ok((added, removed))
 }
