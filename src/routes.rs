@@ -404,28 +404,12 @@ impl Routes {
     }
 
     fn parse(&self, msg: RouteMessage, names: &HashMap<u32, String>) -> Dumped {
-        let family_v6 = msg.header.address_family == AddressFamily::Inet6;
-        let mut dst: Option<IpAddr> = None;
-        let mut oif = None;
-        let mut source = None;
-        let mut metric = None;
-        for attr in &msg.attributes {
-            match attr {
-                RouteAttribute::Destination(a) => dst = route_addr(a),
-                RouteAttribute::Oif(i) => oif = Some(*i),
-                RouteAttribute::PrefSource(a) => source = route_addr(a),
-                RouteAttribute::Priority(p) => metric = Some(*p),
-                _ => {}
-            }
-        }
-        let dst = dst.unwrap_or(if family_v6 {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        });
-        let max = if dst.is_ipv6() { 128 } else { 32 };
-        let destination = IpNetwork::new(dst, msg.header.destination_prefix_length.min(max))
-            .expect("prefix length clamped to the family maximum");
+        let RouteFields {
+            destination,
+            oif,
+            source,
+            metric,
+        } = route_fields(&msg);
         let route = OurRoute {
             destination,
             device: oif.and_then(|i| names.get(&i).cloned()).unwrap_or_default(),
@@ -605,6 +589,44 @@ fn table_of(msg: &RouteMessage) -> u32 {
             _ => None,
         })
         .unwrap_or(msg.header.table as u32)
+}
+
+/// The fields of a dumped route both the reconciler and `diagnose` need.
+pub(crate) struct RouteFields {
+    /// 0.0.0.0/0 or ::/0 for a default route (no Destination attribute).
+    pub destination: IpNetwork,
+    pub oif: Option<u32>,
+    pub source: Option<IpAddr>,
+    pub metric: Option<u32>,
+}
+
+pub(crate) fn route_fields(msg: &RouteMessage) -> RouteFields {
+    let family_v6 = msg.header.address_family == AddressFamily::Inet6;
+    let mut dst: Option<IpAddr> = None;
+    let (mut oif, mut source, mut metric) = (None, None, None);
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(a) => dst = route_addr(a),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::PrefSource(a) => source = route_addr(a),
+            RouteAttribute::Priority(p) => metric = Some(*p),
+            _ => {}
+        }
+    }
+    let dst = dst.unwrap_or(if family_v6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    });
+    let max = if dst.is_ipv6() { 128 } else { 32 };
+    let destination = IpNetwork::new(dst, msg.header.destination_prefix_length.min(max))
+        .expect("prefix length clamped to the family maximum");
+    RouteFields {
+        destination,
+        oif,
+        source,
+        metric,
+    }
 }
 
 fn route_addr(a: &RouteAddress) -> Option<IpAddr> {

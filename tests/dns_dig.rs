@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::dig::{flags, status};
+
 use sdn_tunnel::dns::{DnsHandle, DnsServer, Zones, DEFAULT_CLUSTERSET_DOMAIN, DEFAULT_TTL};
 use sdn_tunnel::model::DesiredService;
 use sdn_tunnel::source::{Endpoint, EndpointPort, Protocol, RemoteService, ServicePort};
@@ -110,27 +112,7 @@ fn start() -> Running {
 
 /// `dig @127.0.0.1 -p PORT <args>`; returns stdout.
 fn dig(r: &Running, args: &[&str]) -> String {
-    let port = r.addr.port().to_string();
-    let mut all = vec!["@127.0.0.1", "-p", &port, "+time=2", "+tries=1"];
-    all.extend_from_slice(args);
-    common::run("dig", &all)
-}
-
-fn status(out: &str) -> &str {
-    let s = out
-        .split("status: ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no status in {out}"));
-    &s[..s.find(',').unwrap()]
-}
-
-fn flags(out: &str) -> Vec<&str> {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(";; flags:"))
-        .unwrap_or_else(|| panic!("no flags in {out}"));
-    let f = &line[";; flags:".len()..];
-    f[..f.find(';').unwrap()].split_whitespace().collect()
+    common::dig::dig(r.addr, 2, args)
 }
 
 /// Record lines of a section ("ANSWER", "AUTHORITY", "ADDITIONAL"): (name, ttl, type, rdata).

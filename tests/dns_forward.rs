@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::dig::{flags, status};
+
 use sdn_tunnel::dns::forward::FORWARD_TIMEOUT;
 use sdn_tunnel::dns::{DnsHandle, DnsServer, Zones, DEFAULT_CLUSTERSET_DOMAIN, DEFAULT_TTL};
 use sdn_tunnel::model::DesiredService;
@@ -98,28 +100,7 @@ fn upstream(rt: &tokio::runtime::Runtime) -> (DnsHandle, SocketAddr) {
 }
 
 fn dig(addr: SocketAddr, args: &[&str]) -> String {
-    let server = format!("@{}", addr.ip());
-    let port = addr.port().to_string();
-    let mut all = vec![server.as_str(), "-p", &port, "+time=5", "+tries=1"];
-    all.extend_from_slice(args);
-    common::run("dig", &all)
-}
-
-fn status(out: &str) -> &str {
-    let s = out
-        .split("status: ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no status in {out}"));
-    &s[..s.find(',').unwrap()]
-}
-
-fn flags(out: &str) -> Vec<&str> {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(";; flags:"))
-        .unwrap_or_else(|| panic!("no flags in {out}"));
-    let f = &line[";; flags:".len()..];
-    f[..f.find(';').unwrap()].split_whitespace().collect()
+    common::dig::dig(addr, 5, args)
 }
 
 /// Sorted rdata of the answer section.

@@ -13,9 +13,7 @@ use crate::{host, link, nft};
 use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage,
-};
+use netlink_packet_route::route::{RouteAttribute, RouteFlags, RouteHeader, RouteMessage};
 use netlink_packet_route::AddressFamily;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -269,32 +267,16 @@ fn table_of(msg: &RouteMessage) -> u32 {
 }
 
 fn kernel_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> KernelRoute {
-    let v6 = msg.header.address_family == AddressFamily::Inet6;
-    let mut dst = None;
-    let mut device = String::new();
-    let mut metric = 0;
-    for attr in &msg.attributes {
-        match attr {
-            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = Some(IpAddr::V4(*a)),
-            RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = Some(IpAddr::V6(*a)),
-            RouteAttribute::Oif(i) => device = names.get(i).cloned().unwrap_or_default(),
-            RouteAttribute::Priority(p) => metric = *p,
-            _ => {}
-        }
-    }
-    let dst = dst.unwrap_or(if v6 {
-        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-    } else {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    });
-    let max = if dst.is_ipv6() { 128 } else { 32 };
+    let f = crate::routes::route_fields(msg);
     KernelRoute {
-        destination: IpNetwork::new(dst, msg.header.destination_prefix_length.min(max))
-            .expect("prefix clamped to the family maximum"),
-        device,
+        destination: f.destination,
+        device: f
+            .oif
+            .and_then(|i| names.get(&i).cloned())
+            .unwrap_or_default(),
+        metric: f.metric.unwrap_or(0),
         protocol: u8::from(msg.header.protocol),
         kind: format!("{:?}", msg.header.kind).to_lowercase(),
-        metric,
     }
 }
 
