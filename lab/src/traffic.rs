@@ -250,22 +250,6 @@ pub fn hello(
     Ok((line.trim().to_string(), s))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fill_is_deterministic_and_not_constant() {
-        let (mut a, mut b) = (1u64, 1u64);
-        let (mut x, mut y) = ([0u8; 37], [0u8; 37]);
-        fill(&mut a, &mut x);
-        fill(&mut b, &mut y);
-        assert_eq!(x, y);
-        assert!(x.iter().any(|&v| v != x[0]));
-        assert_ne!(fnv1a(FNV_OFFSET, &x), fnv1a(FNV_OFFSET, &x[1..]));
-    }
-}
-
 /// `GET path` over plain HTTP/1.1 to `addr` from inside namespace `ns` (e.g. an agent's
 /// `/metrics` on 127.0.0.1:9477 of its node): (status code, body).
 pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
@@ -295,4 +279,20 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
         let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
         rest.split(' ').next()?.parse().ok()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_is_deterministic_and_not_constant() {
+        let (mut a, mut b) = (1u64, 1u64);
+        let (mut x, mut y) = ([0u8; 37], [0u8; 37]);
+        fill(&mut a, &mut x);
+        fill(&mut b, &mut y);
+        assert_eq!(x, y);
+        assert!(x.iter().any(|&v| v != x[0]));
+        assert_ne!(fnv1a(FNV_OFFSET, &x), fnv1a(FNV_OFFSET, &x[1..]));
+    }
 }
