@@ -10,6 +10,7 @@ use super::vip_device;
 use crate::host;
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Sysctls IPVS needs here, and why.
@@ -80,6 +81,10 @@ pub struct IpvsBackend {
     held: HashMap<super::ipvs::ServiceKey, Held>,
     draining: DrainSet,
     reload: bool,
+    /// The VIPs (and protected CIDRs) the device was last made to match. Checking the device
+    /// means dumping every address on it (~10k), which dominated the latency of one endpoint
+    /// change: it is skipped while neither changed, and redone on every reload/resync.
+    vips_done: Option<(BTreeSet<IpAddr>, Vec<IpNetwork>)>,
 }
 
 impl IpvsBackend {
@@ -115,6 +120,7 @@ impl IpvsBackend {
             held: HashMap::new(),
             draining: DrainSet::new(),
             reload: true,
+            vips_done: None,
         })
     }
 
@@ -162,6 +168,7 @@ impl IpvsBackend {
         protected: &[IpNetwork],
     ) -> Result<SyncStats, BackendError> {
         if self.reload {
+            self.vips_done = None;
             self.reload().await?;
         } else if !self.draining.is_empty() {
             self.refresh_draining().await?;
@@ -194,17 +201,24 @@ impl IpvsBackend {
                 }
             }
         }
-        let vips: BTreeSet<_> = desired.iter().map(|v| v.vip.ip()).collect();
-        let (added, removed) = vip_device::reconcile(
-            &self.handle,
-            self.device_index,
-            &vips,
-            &self.owned,
-            protected,
-        )
-        .await?;
-        stats.vips_added = added;
-        stats.vips_removed = removed;
+        let vips: BTreeSet<IpAddr> = desired.iter().map(|v| v.vip.ip()).collect();
+        let done = self
+            .vips_done
+            .as_ref()
+            .is_some_and(|(v, p)| *v == vips && p.as_slice() == protected);
+        if !done {
+            let (added, removed) = vip_device::reconcile(
+                &self.handle,
+                self.device_index,
+                &vips,
+                &self.owned,
+                protected,
+            )
+            .await?;
+            stats.vips_added = added;
+            stats.vips_removed = removed;
+            self.vips_done = Some((vips, protected.to_vec()));
+        }
         stats.services = self.held.len();
         stats.destinations = self.held.values().map(|h| h.dests.len()).sum();
         Ok(stats)
