@@ -487,7 +487,8 @@ impl Lab {
     pub fn agent_log_path(&self, node: &str) -> PathBuf {
         self.dir.join(format!("{node}.log"))
     }
-    fn bin(&self) -> Result<&Path> {
+    /// The sdn-tunnel binary the lab runs.
+    pub fn bin(&self) -> Result<&Path> {
         self.opts
             .bin
             .as_deref()

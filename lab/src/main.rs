@@ -307,6 +307,48 @@ fn demo(args: &LabArgs, keep: bool) -> Result<()> {
         &out,
     );
 
+    heading(&format!("sdn-tunnel diagnose (node {})", first.name));
+    let bin = lab.bin()?.to_path_buf();
+    let cfg = lab.agent_config_path(&first.name);
+    let out = exec(
+        &first.ns,
+        &[
+            bin.to_string_lossy().as_ref(),
+            "diagnose",
+            "--config",
+            cfg.to_string_lossy().as_ref(),
+        ],
+    );
+    show(
+        &format!(
+            "ip netns exec {} sdn-tunnel diagnose --config {}",
+            first.ns,
+            cfg.display()
+        ),
+        &out,
+    );
+
+    heading(&format!(
+        "Prometheus metrics (node {}, an excerpt)",
+        first.name
+    ));
+    let (code, metrics) = sdn_lab::http_get(&first.ns, ([127, 0, 0, 1], 9477).into(), "/metrics")?;
+    println!(
+        "$ curl http://127.0.0.1:9477/metrics    # HTTP {code}, in {}",
+        first.ns
+    );
+    for l in metrics.lines().filter(|l| {
+        [
+            "sdn_tunnel_peer_transmit_bytes_total",
+            "sdn_tunnel_peers_up",
+            "sdn_tunnel_remote_synced",
+        ]
+        .iter()
+        .any(|p| l.starts_with(p))
+    }) {
+        println!("{l}");
+    }
+
     heading(&format!(
         "wg show {} (the standard wg tool, node {})",
         first.device, first.name
