@@ -17,8 +17,13 @@ bin=target/release
 dir=$(mktemp -d /tmp/sdn-bench-kube.XXXXXX)
 ns=sdnbench$$
 cleanup() {
-    [[ -n ${agent:-} ]] && kill "$agent" 2>/dev/null && wait "$agent" 2>/dev/null
-    [[ -n ${api:-} ]] && kill "$api" 2>/dev/null && wait "$api" 2>/dev/null
+    # Each step may fail (already gone; `wait` returns the killed process's status): under
+    # set -e that must not end the trap before the namespace is deleted.
+    local pid
+    for pid in ${agent:-} ${api:-}; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     ip netns del "$ns" 2>/dev/null || true
     rm -rf "$dir"
 }
