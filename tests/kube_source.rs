@@ -517,3 +517,40 @@ async fn missing_kubeconfig_is_a_clear_per_remote_error() {
     assert!(e.contains("/nonexistent/west.kubeconfig"), "{e}");
     assert!(!v.health.synced);
 }
+
+#[tokio::test]
+async fn a_changed_kubeconfig_is_followed_without_a_restart() {
+    // Two API servers stand for "the same cluster before and after a credential/endpoint
+    // change": the source must move to the second one when the file changes, and its
+    // re-list must replace the first one's objects (b1 goes, b2 comes).
+    let (k1, k2) = (key(), key());
+    let c = Cluster::fake().await;
+    let other = FakeApi::start().await.unwrap();
+    let mut src = start(&c.kubeconfig);
+    c.put(node(&c, "b1", &k1, "192.0.2.11:51820", "10.132.1.0/24"))
+        .await;
+    other
+        .apply(node(&c, "b2", &k2, "192.0.2.12:51820", "10.132.2.0/24"))
+        .unwrap();
+    let (b1, b2) = (c.name("b1"), c.name("b2"));
+    wait_view(&mut src, "b1 from the first API", |v| {
+        v.health.synced && node_key(v, &b1).is_some()
+    })
+    .await;
+
+    // A broken file (as a half-written one would be) keeps the current connection.
+    std::fs::write(&c.kubeconfig, "apiVersion: v1\nkind: Config\nclusters: [").unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let v = src.rx.borrow().clone();
+    assert!(node_key(&v, &b1).is_some() && v.health.stale_since_unix.is_none());
+
+    // Atomically replaced, as the kubelet does for a Secret volume.
+    let tmp = c.kubeconfig.with_extension("new");
+    other.write_kubeconfig(&tmp, "west").unwrap();
+    std::fs::rename(&tmp, &c.kubeconfig).unwrap();
+    let v = wait_view(&mut src, "b2 from the second API, b1 gone", |v| {
+        node_key(v, &b2).is_some() && node_key(v, &b1).is_none()
+    })
+    .await;
+    assert!(v.health.synced && v.health.stale_since_unix.is_none());
+}

@@ -29,6 +29,9 @@ const PROBE: Duration = Duration::from_secs(2);
 /// would keep a remote stale for half a minute after its API came back.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the kubeconfig file is checked for a change (kubelet refreshes a Secret-mounted
+/// file within about a minute of the Secret's update).
+const KUBECONFIG_CHECK: Duration = Duration::from_secs(5);
 /// Services (and their slices) another proxy owns, as kube-proxy skips them.
 const NOT_OURS: &str = "!service.kubernetes.io/service-proxy-name";
 
@@ -47,12 +50,46 @@ enum Update {
 }
 
 impl KubeRemote {
-    /// Runs forever, publishing into `tx` and poking `changed` after each publish.
+    /// Runs forever, publishing into `tx` and poking `changed` after each publish. A changed
+    /// kubeconfig file (a rotated token in a re-mounted Secret) is picked up without a restart:
+    /// the watchers reconnect with it, and their re-list replaces the store's contents
+    /// atomically, so nothing flaps.
     pub async fn run(self, tx: watch::Sender<RemoteView>, changed: Arc<Notify>) {
         let mut health = SourceHealth::new(SourceKind::Kube);
-        let client = loop {
+        let mut store = RemoteStore::new(&self.name);
+        let mut was_synced = false;
+        let mut conn = self.connect(&tx, &changed, &mut health).await;
+        loop {
+            let Some(next) = self
+                .watch(
+                    conn,
+                    &tx,
+                    &changed,
+                    &mut health,
+                    &mut store,
+                    &mut was_synced,
+                )
+                .await
+            else {
+                return;
+            };
+            tracing::info!(remote = %self.name, kubeconfig = %self.kubeconfig.display(),
+                "kubeconfig changed; reconnected with it");
+            conn = next;
+        }
+    }
+
+    /// A client from the kubeconfig, retrying every 10 s until it can be built.
+    async fn connect(
+        &self,
+        tx: &watch::Sender<RemoteView>,
+        changed: &Notify,
+        health: &mut SourceHealth,
+    ) -> (Client, Option<u64>) {
+        loop {
+            let fp = fingerprint(&self.kubeconfig);
             match kube_client::from_kubeconfig(&self.kubeconfig, self.context.as_deref()).await {
-                Ok(c) => break c,
+                Ok(c) => return (c, fp),
                 Err(e) => {
                     let msg = e.to_string();
                     if health.last_error.as_deref() != Some(&msg) {
@@ -60,21 +97,24 @@ impl KubeRemote {
                     }
                     health.last_error = Some(msg);
                     health.stale_since_unix.get_or_insert_with(now_unix);
-                    publish_health(&tx, &health, &changed);
+                    publish_health(tx, health, changed);
                     tokio::time::sleep(CONFIG_RETRY).await;
                 }
             }
-        };
-        self.watch(client, tx, changed, health).await;
+        }
     }
 
+    /// Watches with `client` until the kubeconfig file changes and a client can be built from
+    /// the new one (returned), or the streams end (None).
     async fn watch(
         &self,
-        client: Client,
-        tx: watch::Sender<RemoteView>,
-        changed: Arc<Notify>,
-        mut health: SourceHealth,
-    ) {
+        (client, mut fp): (Client, Option<u64>),
+        tx: &watch::Sender<RemoteView>,
+        changed: &Notify,
+        health: &mut SourceHealth,
+        store: &mut RemoteStore,
+        was_synced: &mut bool,
+    ) -> Option<(Client, Option<u64>)> {
         let nodes = watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
             .backoff(RetryBackoff::default())
             .map(Update::Node);
@@ -88,40 +128,61 @@ impl KubeRemote {
         let probe_api = Api::<Node>::all(client);
         let mut updates =
             futures::stream::select_all([nodes.boxed(), services.boxed(), slices.boxed()]);
-        let mut store = RemoteStore::new(&self.name);
         let mut dirty = false;
-        let mut was_synced = false;
         let mut probe = tokio::time::interval(PROBE);
+        let mut reread = tokio::time::interval(KUBECONFIG_CHECK);
+        reread.tick().await;
         let debounce = tokio::time::sleep(DEBOUNCE);
         tokio::pin!(debounce);
         loop {
             tokio::select! {
                 next = updates.next() => {
-                    let Some(update) = next else { return };
-                    match apply(&mut store, update) {
+                    let update = next?;
+                    match apply(store, update) {
                         Ok(None) => {}
                         Ok(Some(data_changed)) => {
                             health.last_sync_unix = Some(now_unix());
-                            if self.recovered(&mut health) {
-                                publish_health(&tx, &health, &changed);
+                            if self.recovered(health) {
+                                publish_health(tx, health, changed);
                             }
                             if data_changed && !dirty {
                                 dirty = true;
                                 debounce.as_mut().reset(tokio::time::Instant::now() + DEBOUNCE);
                             }
                         }
-                        Err(e) => self.failing(&mut health, e.to_string(), &tx, &changed),
+                        Err(e) => self.failing(health, e.to_string(), tx, changed),
                     }
                 }
                 () = &mut debounce, if dirty => {
-                    self.publish(&store, &mut health, &tx, &changed, &mut was_synced);
+                    self.publish(store, health, tx, changed, was_synced);
                     dirty = false;
+                }
+                _ = reread.tick() => {
+                    let now = fingerprint(&self.kubeconfig);
+                    if now.is_none() || now == fp {
+                        continue;
+                    }
+                    let ctx = self.context.as_deref();
+                    match kube_client::from_kubeconfig(&self.kubeconfig, ctx).await {
+                        Ok(c) => {
+                            if dirty {
+                                self.publish(store, health, tx, changed, was_synced);
+                            }
+                            return Some((c, now));
+                        }
+                        // Half-written, or broken: keep the current connection, say so once.
+                        Err(e) => {
+                            tracing::warn!(remote = %self.name, error = %e,
+                                "kubeconfig changed but cannot be used; keeping the current connection");
+                            fp = now;
+                        }
+                    }
                 }
                 _ = probe.tick(), if health.stale_since_unix.is_some() => {
                     let lp = kube::api::ListParams::default().limit(1);
                     let ok = tokio::time::timeout(PROBE, probe_api.list_metadata(&lp)).await;
-                    if matches!(ok, Ok(Ok(_))) && self.recovered(&mut health) {
-                        publish_health(&tx, &health, &changed);
+                    if matches!(ok, Ok(Ok(_))) && self.recovered(health) {
+                        publish_health(tx, health, changed);
                     }
                 }
             }
@@ -184,6 +245,15 @@ impl KubeRemote {
         });
         changed.notify_one();
     }
+}
+
+/// A hash of the kubeconfig file's bytes (None if unreadable right now).
+fn fingerprint(path: &std::path::Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
 }
 
 /// Exponential retry backoff for the watchers, reset after a success.
