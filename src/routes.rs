@@ -378,27 +378,17 @@ impl Routes {
                 what: "list network devices",
                 source: Box::new(source),
             })?;
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut filter = RouteMessage::default();
-            filter.header.address_family = family;
-            // Ignored by the kernel unless NETLINK_GET_STRICT_CHK is on; we filter below anyway.
-            filter.header.protocol = RouteProtocol::from(self.protocol);
-            filter.header.table = RouteHeader::RT_TABLE_MAIN;
-            let mut stream = self.handle.route().get(filter).execute();
-            while let Some(msg) = stream.try_next().await.map_err(|source| RouteError::Dump {
+        let msgs = main_table_routes(&self.handle, Some(self.protocol))
+            .await
+            .map_err(|source| RouteError::Dump {
                 what: "list routes",
                 source: Box::new(source),
-            })? {
-                if u8::from(msg.header.protocol) != self.protocol
-                    || table_of(&msg) != RT_TABLE_MAIN
-                    || msg.header.flags.contains(RouteFlags::Cloned)
-                {
-                    continue;
-                }
-                out.push(self.parse(msg, &names));
-            }
-        }
+            })?;
+        let mut out: Vec<Dumped> = msgs
+            .into_iter()
+            .filter(|m| u8::from(m.header.protocol) == self.protocol)
+            .map(|m| self.parse(m, &names))
+            .collect();
         out.sort_by_key(|d| d.route.destination);
         Ok(out)
     }
@@ -579,6 +569,31 @@ impl fmt::Display for OurRoute {
 /// Clears host bits: `10.1.2.3/16` -> `10.1.0.0/16` (the kernel refuses the former for IPv4).
 pub fn normalize(net: &IpNetwork) -> IpNetwork {
     IpNetwork::new(net.network(), net.prefix()).expect("same prefix is valid")
+}
+
+/// Every route of the main table, both families, without the kernel's cloned (cache) entries.
+/// `protocol`: a filter hint for the kernel, which ignores it unless NETLINK_GET_STRICT_CHK
+/// is on; callers filter themselves.
+pub(crate) async fn main_table_routes(
+    handle: &rtnetlink::Handle,
+    protocol: Option<u8>,
+) -> Result<Vec<RouteMessage>, rtnetlink::Error> {
+    let mut out = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut filter = RouteMessage::default();
+        filter.header.address_family = family;
+        if let Some(p) = protocol {
+            filter.header.protocol = RouteProtocol::from(p);
+        }
+        filter.header.table = RouteHeader::RT_TABLE_MAIN;
+        let mut stream = handle.route().get(filter).execute();
+        while let Some(msg) = stream.try_next().await? {
+            if table_of(&msg) == RT_TABLE_MAIN && !msg.header.flags.contains(RouteFlags::Cloned) {
+                out.push(msg);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn table_of(msg: &RouteMessage) -> u32 {

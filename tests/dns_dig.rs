@@ -5,10 +5,11 @@
 mod common;
 
 use common::dig::{flags, status};
+use common::dns::service;
 
 use sdn_tunnel::dns::{DnsHandle, DnsServer, Zones, DEFAULT_CLUSTERSET_DOMAIN, DEFAULT_TTL};
 use sdn_tunnel::model::DesiredService;
-use sdn_tunnel::source::{Endpoint, EndpointPort, Protocol, RemoteService, ServicePort};
+use sdn_tunnel::source::{Endpoint, EndpointPort, Protocol};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,25 +26,6 @@ fn endpoint(ip: String, ready: bool) -> Endpoint {
             port: 8080,
             protocol: Protocol::Tcp,
         }]),
-    }
-}
-
-fn service(remote: &str, name: &str, ips: &[&str], endpoints: Vec<Endpoint>) -> DesiredService {
-    DesiredService {
-        remote: remote.into(),
-        service: RemoteService {
-            namespace: "default".into(),
-            name: name.into(),
-            cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
-            headless: ips.is_empty(),
-            ports: vec![ServicePort {
-                name: "http".into(),
-                port: 80,
-                protocol: Protocol::Tcp,
-            }],
-            affinity_timeout: None,
-            endpoints,
-        },
     }
 }
 

@@ -10,39 +10,26 @@ use common::dig::{flags, status};
 use sdn_tunnel::dns::forward::FORWARD_TIMEOUT;
 use sdn_tunnel::dns::{DnsHandle, DnsServer, Zones, DEFAULT_CLUSTERSET_DOMAIN, DEFAULT_TTL};
 use sdn_tunnel::model::DesiredService;
-use sdn_tunnel::source::{Endpoint, Protocol, RemoteService, ServicePort};
+use sdn_tunnel::source::Endpoint;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// `default/<name>` with `endpoints` ready endpoints in 10.232.0.0/16.
 fn service(remote: &str, name: &str, ips: &[&str], endpoints: usize) -> DesiredService {
-    DesiredService {
-        remote: remote.into(),
-        service: RemoteService {
-            namespace: "default".into(),
-            name: name.into(),
-            cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
-            headless: ips.is_empty(),
-            ports: vec![ServicePort {
-                name: "http".into(),
-                port: 80,
-                protocol: Protocol::Tcp,
-            }],
-            affinity_timeout: None,
-            endpoints: (0..endpoints)
-                .map(|i| Endpoint {
-                    ip: format!("10.232.{}.{}", i / 100, i % 100 + 1)
-                        .parse()
-                        .unwrap(),
-                    node_name: None,
-                    ready: true,
-                    serving: true,
-                    terminating: false,
-                    ports: Arc::from(vec![]),
-                })
-                .collect(),
-        },
-    }
+    let eps = (0..endpoints)
+        .map(|i| Endpoint {
+            ip: format!("10.232.{}.{}", i / 100, i % 100 + 1)
+                .parse()
+                .unwrap(),
+            node_name: None,
+            ready: true,
+            serving: true,
+            terminating: false,
+            ports: Arc::from(vec![]),
+        })
+        .collect();
+    common::dns::service(remote, name, ips, eps)
 }
 
 struct Running {

@@ -7,23 +7,14 @@
 
 mod common;
 
-use sdn_lab::{http_get, metric_value, tcp_transfer, Lab, LabOptions};
+use sdn_lab::{metric_value, tcp_transfer, Lab, LabOptions};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-const AGENT_HTTP: ([u8; 4], u16) = ([127, 0, 0, 1], 9477);
-
 /// `GET path` on the agent of `node` (127.0.0.1:9477 in its namespace): (status code, body).
 fn get(lab: &Lab, node: &str, path: &str) -> (u16, String) {
-    try_get(lab, node, path).unwrap_or_else(|e| panic!("GET {path} on {node}: {e:#}"))
-}
-
-fn try_get(lab: &Lab, node: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    http_get(&lab.node_ns(node), AGENT_HTTP.into(), path)
-}
-
-fn value(metrics: &str, series: &str) -> Option<f64> {
-    metric_value(metrics, series)
+    lab.agent_http(node, path)
+        .unwrap_or_else(|e| panic!("GET {path} on {node}: {e:#}"))
 }
 
 fn scrape(lab: &Lab, node: &str) -> String {
@@ -34,7 +25,7 @@ fn scrape(lab: &Lab, node: &str) -> String {
 
 fn must(lab: &Lab, node: &str, series: &str) -> f64 {
     let m = scrape(lab, node);
-    value(&m, series).unwrap_or_else(|| panic!("{series} missing on {node}:\n{m}"))
+    metric_value(&m, series).unwrap_or_else(|| panic!("{series} missing on {node}:\n{m}"))
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -192,7 +183,7 @@ fn metrics_move_with_traffic_and_probes_follow_the_agent() {
     lab.wait_agent_ready("a2", Duration::from_secs(20)).unwrap();
     let started = Instant::now();
     wait_until("a2 serving", Duration::from_secs(10), || {
-        try_get(&lab, "a2", "/healthz").is_ok()
+        lab.agent_http("a2", "/healthz").is_ok()
     });
     let (code, body) = get(&lab, "a2", "/readyz");
     assert!(

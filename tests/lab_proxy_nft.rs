@@ -174,12 +174,7 @@ fn remote_cluster_ip_through_nftables() {
         assert_ne!(who, victim, "a removed endpoint got a new connection");
     }
     // That endpoint change was timed from the watch event to the kernel (the SLI metric).
-    let (code, m) = sdn_lab::http_get(
-        &lab.node_ns("a1"),
-        ([127, 0, 0, 1], 9477).into(),
-        "/metrics",
-    )
-    .unwrap();
+    let (code, m) = lab.agent_http("a1", "/metrics").unwrap();
     assert_eq!(code, 200);
     let series = |s: &str| sdn_lab::metric_value(&m, s).unwrap_or_else(|| panic!("{s}:\n{m}"));
     let n = series("sdn_tunnel_network_programming_duration_seconds_count");

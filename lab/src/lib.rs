@@ -29,7 +29,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Output, Stdio};
@@ -42,6 +42,8 @@ pub const BIN_ENV: &str = "SDN_TUNNEL_BIN";
 pub const PREFIX_START: &str = "sl";
 /// Where lab directories (keys, configs, logs) live: `<LAB_DIR_ROOT>/sdn-lab-<prefix>`.
 pub const LAB_DIR_ROOT: &str = "/tmp";
+/// The agent's default `http.listen` port (the lab's configs keep the default).
+pub const AGENT_HTTP_PORT: u16 = 9477;
 /// Our agent's control sockets, `<runDir>/sdn-tunnel/<device>.sock`, with runDir /var/run.
 pub const SDN_RUN_DIR: &str = "/var/run/sdn-tunnel";
 
@@ -690,6 +692,13 @@ impl Lab {
                 String::from_utf8_lossy(&out.stdout)
             )
         }
+    }
+
+    /// `GET path` on the agent of `node`: its HTTP endpoint (`/metrics`, `/healthz`,
+    /// `/readyz`) on 127.0.0.1:[`AGENT_HTTP_PORT`] in the node's namespace.
+    pub fn agent_http(&self, node: &str, path: &str) -> Result<(u16, String)> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], AGENT_HTTP_PORT));
+        traffic::http_get(&self.node_ns(node), addr, path)
     }
 
     /// The raw output of `sdn-tunnel status`.

@@ -332,7 +332,7 @@ fn demo(args: &LabArgs, keep: bool) -> Result<()> {
         "Prometheus metrics (node {}, an excerpt)",
         first.name
     ));
-    let (code, metrics) = sdn_lab::http_get(&first.ns, ([127, 0, 0, 1], 9477).into(), "/metrics")?;
+    let (code, metrics) = lab.agent_http(&first.name, "/metrics")?;
     println!(
         "$ curl http://127.0.0.1:9477/metrics    # HTTP {code}, in {}",
         first.ns

@@ -92,8 +92,10 @@ impl PeerWatch {
         let peers = device.peers();
         let mut next = HashMap::with_capacity(peers.peers.len());
         for p in &peers.peers {
-            let had_handshake = p.stats().last_handshake.is_some();
-            let up = !p.is_down(threshold) && had_handshake;
+            // One read of the peer's stats (it takes the session lock the packet threads use).
+            let last = p.stats().last_handshake;
+            let down = p.is_down_with(last, threshold);
+            let up = last.is_some() && !down;
             let was = self.up.get(&p.public_key).copied();
             match (was, up) {
                 (Some(false) | None, true) => {
@@ -103,7 +105,7 @@ impl PeerWatch {
                     endpoint = ?p.endpoint(), after_secs = threshold.as_secs(),
                     "peer down: no handshake"),
                 // Never up since it was added: say so once, when it crosses the threshold.
-                (None, false) if p.is_down(threshold) => tracing::warn!(peer = %p.label(),
+                (None, false) if down => tracing::warn!(peer = %p.label(),
                     endpoint = ?p.endpoint(), "peer has not completed a handshake yet"),
                 (None, false) => {
                     // Not judged yet: keep it unknown.

@@ -104,7 +104,8 @@ impl ProxyTask {
                 (input.protected.clone(), input.changed_at.clone())
             };
             let draining = matches!(&backend, Backend::Ipvs(b) if b.has_draining());
-            if !force && !draining && last.as_ref() == Some(&desired) {
+            let changed = last.as_ref() != Some(&desired);
+            if !force && !draining && !changed {
                 // The kernel already holds what these changes lead to.
                 self.metrics
                     .observe_programmed(&triggers, &mut watermark, SystemTime::now());
@@ -118,7 +119,6 @@ impl ProxyTask {
             {
                 continue;
             }
-            let changed = last.as_ref() != Some(&desired);
             let started = Instant::now();
             let result = match &mut backend {
                 Backend::Ipvs(b) => b

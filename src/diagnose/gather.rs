@@ -13,8 +13,7 @@ use crate::{host, link, nft};
 use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::route::{RouteAttribute, RouteFlags, RouteHeader, RouteMessage};
-use netlink_packet_route::AddressFamily;
+use netlink_packet_route::route::RouteMessage;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -235,35 +234,10 @@ async fn dump_routes(
     handle: &rtnetlink::Handle,
     names: &HashMap<u32, String>,
 ) -> Read<Vec<KernelRoute>> {
-    let mut out = Vec::new();
-    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let mut filter = RouteMessage::default();
-        filter.header.address_family = family;
-        let mut stream = handle.route().get(filter).execute();
-        while let Some(msg) = stream
-            .try_next()
-            .await
-            .map_err(|e| format!("list routes: {}", link::describe(&e)))?
-        {
-            if table_of(&msg) != RouteHeader::RT_TABLE_MAIN as u32
-                || msg.header.flags.contains(RouteFlags::Cloned)
-            {
-                continue;
-            }
-            out.push(kernel_route(&msg, names));
-        }
-    }
-    Ok(out)
-}
-
-fn table_of(msg: &RouteMessage) -> u32 {
-    msg.attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(msg.header.table as u32)
+    let msgs = crate::routes::main_table_routes(handle, None)
+        .await
+        .map_err(|e| format!("list routes: {}", link::describe(&e)))?;
+    Ok(msgs.iter().map(|m| kernel_route(m, names)).collect())
 }
 
 fn kernel_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> KernelRoute {

@@ -134,7 +134,16 @@ impl Peer {
     /// No handshake within `threshold` (counted from the peer's creation if there never was
     /// one): the proxy sends no new connections to backends behind it.
     pub fn is_down(&self, threshold: std::time::Duration) -> bool {
-        match self.stats().last_handshake {
+        self.is_down_with(self.stats().last_handshake, threshold)
+    }
+
+    /// [`Peer::is_down`] for a `last_handshake` already read from [`Peer::stats`].
+    pub fn is_down_with(
+        &self,
+        last_handshake: Option<SystemTime>,
+        threshold: std::time::Duration,
+    ) -> bool {
+        match last_handshake {
             Some(t) => t.elapsed().map(|e| e > threshold).unwrap_or(false),
             None => self.created_at.elapsed() > threshold,
         }

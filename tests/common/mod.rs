@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod dig;
+pub mod dns;
 
 /// Env var that turns "skip" into "fail" for privileged tests.
 pub const REQUIRE_PRIVILEGED_ENV: &str = "SDN_TUNNEL_REQUIRE_PRIVILEGED";
