@@ -4,6 +4,11 @@
 #   docker build -t sdn-tunnel .                     # runtime image (default, last stage)
 #   docker build --target debug -t sdn-tunnel:debug . # + wg, ipvsadm, iproute2 for debugging
 #
+# Without a Rust builder image (air-gapped builds, the real-Kubernetes lab): put a release
+# binary built on a glibc-compatible host at prebuilt/sdn-tunnel in the build context and pass
+# --build-arg BINARY_FROM=prebuilt; --build-arg BASE_IMAGE=... names a locally made Debian base
+# (the lab's scripts/lab-images.sh does both; see docs/install.md).
+#
 # Runtime base: debian:bookworm-slim, not gcr.io/distroless/cc-debian12. The agent execs the
 # `nft` binary (MSS clamping and host SNAT in src/nft.rs, the nftables proxy backend in
 # src/proxy/nft_backend.rs), and distroless has no nftables: copying nft and its eight shared
@@ -14,6 +19,9 @@
 
 ARG RUST_VERSION=1
 ARG DEBIAN_RELEASE=bookworm
+ARG BASE_IMAGE=debian:${DEBIAN_RELEASE}-slim
+# Where the binary comes from: "build" (compiled below) or "prebuilt" (prebuilt/sdn-tunnel).
+ARG BINARY_FROM=build
 
 # --- build ---------------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
@@ -29,8 +37,16 @@ ENV CARGO_PROFILE_RELEASE_STRIP=debuginfo
 RUN cargo build --release --locked --package sdn-tunnel --bin sdn-tunnel \
  && install -D -m 0755 target/release/sdn-tunnel /out/sdn-tunnel
 
+# --- prebuilt: a release binary from the build context instead --------------------------------
+FROM scratch AS prebuilt
+COPY prebuilt/sdn-tunnel /out/sdn-tunnel
+
+# hadolint ignore=DL3006
+FROM ${BINARY_FROM} AS binary
+
 # --- base: the runtime image ---------------------------------------------------------------------
-FROM debian:${DEBIAN_RELEASE}-slim AS base
+# hadolint ignore=DL3006
+FROM ${BASE_IMAGE} AS base
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="sdn-tunnel" \
@@ -43,11 +59,14 @@ LABEL org.opencontainers.image.title="sdn-tunnel" \
       org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
 # Unpinned on purpose (DL3008): Debian stable only ships security fixes, and pinning exact
 # versions would break the build with each fix. Pin the base image digest for reproducibility.
+# nftables: the agent execs `nft` (MSS clamping, host SNAT, the nftables proxy backend);
+# netbase: /etc/protocols and /etc/services, which nft reads to print and parse names.
+# No kmod: the kernel loads ip_vs itself when the agent opens its netlink family (Linux 5.16+).
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nftables \
+ && apt-get install -y --no-install-recommends nftables netbase \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/sdn-tunnel /usr/local/bin/sdn-tunnel
+COPY --from=binary /out/sdn-tunnel /usr/local/bin/sdn-tunnel
 # No USER: the agent runs as root (uid 0) in the container, because the capabilities that the
 # DaemonSet grants (NET_ADMIN, NET_RAW; everything else dropped) are only effective for uid 0:
 # Kubernetes sets no ambient capabilities for other users.

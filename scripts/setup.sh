@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # Installs what the demo, the tests and the benchmark need on Debian 12 (run as root).
 # Idempotent: does nothing when everything is present already.
+#
+#   bash scripts/setup.sh          # the network-namespace lab (demo, most tests)
+#   bash scripts/setup.sh --kube   # + the real-Kubernetes lab (runc, buildah, debootstrap, ...);
+#                                  #   the Kubernetes binaries themselves: scripts/kube-bins.sh
 set -euo pipefail
 
 PACKAGES=(iproute2 iputils-ping wireguard-go wireguard-tools iperf3 nftables netcat-openbsd
-          procps dnsutils ca-certificates)
+          procps dnsutils ca-certificates tcpdump)
+if [[ "${1:-}" == "--kube" ]]; then
+    # runc: the OCI runtime under containerd; buildah + debootstrap: the images, from a Debian
+    # base made locally (no registry); busybox-static: the test pods' image; openssl: the
+    # clusters' certificates; util-linux: nsenter/unshare for the nodes' mount namespaces.
+    # Go itself (1.26+, to build Kubernetes 1.37) is not Debian's: see scripts/kube-bins.sh.
+    PACKAGES+=(runc buildah debootstrap busybox-static openssl util-linux conntrack socat)
+fi
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "setup.sh: not root; skipping package installation (the lab needs root anyway)." >&2

@@ -84,14 +84,12 @@ pub async fn run(cfg: Config) -> Result<()> {
     if cfg.http.enabled {
         // Bound before anything slow, so the kubelet's probes get answers from the start.
         let listen = cfg.http.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "http.listen {listen}: cannot listen (another process on this port? change \
+        let listener = crate::listen::tcp(listen).with_context(|| {
+            format!(
+                "http.listen {listen}: cannot listen (another process on this port? change \
                  http.listen, or set http.enabled: false and drop the probes)"
-                )
-            })?;
+            )
+        })?;
         tracing::info!(%listen, "metrics and probes: /metrics /healthz /readyz");
         let ep = Arc::new(observe::AgentEndpoints::new(
             &cfg,

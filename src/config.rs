@@ -10,7 +10,9 @@ mod validate;
 pub use validate::{ConfigError, FieldError};
 
 pub const DEFAULT_DEVICE: &str = "sdn0";
-pub const DEFAULT_LISTEN_PORT: u16 = 51820;
+/// Not WireGuard's customary 51820: Calico, flannel and Kilo use it (51821 for IPv6) on the
+/// same hostNetwork, and Cilium 51871.
+pub const DEFAULT_LISTEN_PORT: u16 = 51830;
 pub const DEFAULT_MTU: u16 = 1420;
 pub const DEFAULT_KEEPALIVE: u16 = 25;
 pub const DEFAULT_PRIVATE_KEY_FILE: &str = "/var/lib/sdn-tunnel/private.key";
@@ -64,7 +66,8 @@ impl Default for HttpConfig {
 }
 
 fn default_http_listen() -> std::net::SocketAddr {
-    "0.0.0.0:9477".parse().expect("literal")
+    // Dual-stack (src/listen.rs): the kubelet probes IPv6-primary nodes over IPv6.
+    "[::]:9477".parse().expect("literal")
 }
 fn default_ready_timeout() -> u32 {
     60
@@ -109,7 +112,7 @@ impl Default for DnsConfig {
 }
 
 fn default_dns_listen() -> std::net::SocketAddr {
-    "0.0.0.0:10053".parse().expect("literal")
+    "[::]:10053".parse().expect("literal")
 }
 fn default_clusterset_domain() -> String {
     "clusterset.local".into()

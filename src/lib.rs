@@ -14,6 +14,7 @@ pub mod host;
 pub mod http;
 pub mod keys;
 pub mod link;
+pub mod listen;
 pub mod metrics;
 pub mod model;
 pub mod nft;

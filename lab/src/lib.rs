@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod kube;
 pub mod netns;
+pub mod realkube;
 pub mod topology;
 pub mod traffic;
 pub mod wggo;
@@ -82,6 +83,9 @@ pub struct LabOptions {
     /// its service CIDR, port 80 -> 8080 on pod 0 of each node) in the other clusters' configs,
     /// proxied with the nftables backend.
     pub services: bool,
+    /// Create each node's pod bridge `cbr0` with the gateway address. Off for the
+    /// real-Kubernetes lab, where the CNI bridge plugin creates it (pods must then be 0).
+    pub pod_bridge: bool,
 }
 
 impl Default for LabOptions {
@@ -101,6 +105,7 @@ impl Default for LabOptions {
             intra_cluster_routes: true,
             verbose: false,
             services: false,
+            pod_bridge: true,
         }
     }
 }
@@ -271,6 +276,10 @@ impl Lab {
         netns::ip(ns, &["addr", "add", &v4, "dev", "eth0"])?;
         netns::ip(ns, &["addr", "add", &v6, "dev", "eth0", "nodad"])?;
         netns::ip(ns, &["link", "set", "eth0", "mtu", "1500", "up"])?;
+        if !self.opts.pod_bridge {
+            anyhow::ensure!(node.pods.is_empty(), "pods need the pod bridge");
+            return Ok(());
+        }
         // Pod bridge with the gateway address.
         let gw = format!("{}/{}", node.gateway, node.pod_cidr.prefix);
         netns::ip(ns, &["link", "add", "cbr0", "type", "bridge"])?;
@@ -928,11 +937,15 @@ pub fn down(prefix: &str) -> Result<Vec<String>> {
     for &pid in &pids {
         kill(pid, libc::SIGTERM);
     }
+
     let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
     wait_for(|| pids.iter().all(|&p| !alive(p)), Duration::from_secs(3));
     for &pid in pids.iter().filter(|&&p| alive(p)) {
         kill(pid, libc::SIGKILL);
     }
+    // A real-Kubernetes lab (realkube): its kubelets were among those pids; its pods'
+    // processes live in network namespaces of their own, but all in the lab's cgroups.
+    realkube::node::remove_cgroups(prefix);
     // Pods before nodes before the underlay: longest names first.
     let mut sorted = ours.clone();
     sorted.sort_by_key(|n| std::cmp::Reverse(n.len()));

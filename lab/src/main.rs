@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod kube_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "sdn-lab",
@@ -50,6 +52,9 @@ enum Cmd {
     },
     /// List the labs present on this machine.
     List,
+    /// Real Kubernetes clusters on the lab (built from the official Go modules): up, down.
+    #[command(subcommand)]
+    Kube(kube_cmd::KubeCmd),
     /// Benchmark: plain routing vs Debian's wireguard-go vs sdn-tunnel (iperf3, ping, CPU).
     Bench {
         /// The sdn-tunnel binary (build with --release for meaningful numbers).
@@ -438,6 +443,7 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Kube(k) => kube_cmd::run(k, |p| *CURRENT.lock().unwrap() = p),
         Cmd::List => {
             for p in sdn_lab::list_labs() {
                 println!("{p}");

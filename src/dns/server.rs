@@ -480,9 +480,9 @@ impl DnsServer {
     pub async fn bind(addr: SocketAddr, handle: DnsHandle) -> io::Result<DnsServer> {
         let mut last_err = None;
         for _ in 0..if addr.port() == 0 { 20 } else { 1 } {
-            let udp = UdpSocket::bind(addr).await?;
+            let udp = crate::listen::udp(addr)?;
             let port = udp.local_addr()?.port();
-            match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            match crate::listen::tcp(SocketAddr::new(udp.local_addr()?.ip(), port)) {
                 Ok(tcp) => return Ok(DnsServer { udp, tcp, handle }),
                 Err(e) => last_err = Some(e),
             }

@@ -78,7 +78,7 @@ impl From<netlink_packet_core::DecodeError> for CodecError {
 pub enum IpvsError {
     /// The generic-netlink family `IPVS` does not exist: the module is not loaded (or not
     /// built), or the netns has no IPVS.
-    #[error("IPVS is not available in this kernel (modprobe ip_vs): the generic netlink family \"IPVS\" was not found ({0})")]
+    #[error("IPVS is not available in this kernel: the generic netlink family \"IPVS\" was not found ({0}); kernels before 5.16 do not load ip_vs on demand: load it on the host (modprobe ip_vs; /etc/modules-load.d/ip_vs.conf), or use proxy.backend: nftables")]
     NotAvailable(std::io::Error),
     /// The kernel refused a request.
     #[error("{op}{}{target}: {message} (errno {errno}: {}){}",

@@ -1,0 +1,3 @@
+module sdn-tunnel.local/lab/pause
+
+go 1.21
