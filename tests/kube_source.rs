@@ -156,13 +156,19 @@ fn slice(c: &Cluster, svc: &str, suffix: &str, ips: &[&str]) -> Value {
 }
 
 /// The config of the local cluster "east" with the remote "west" read from `kubeconfig`.
+///
+/// The real-cluster variants run against a cluster whose service CIDR is 172.31.0.0/16 (the
+/// lab's west: `sdn-lab kube`), whose API server refuses a ClusterIP outside that range. So
+/// west is declared here with the narrower 172.31.0.0/17: a ClusterIP in 172.31.128.0/17 is
+/// one the real API server accepts and the agent must still refuse. Node pod CIDRs of the
+/// tests are 10.132.100.0/24 and up, clear of the lab's real nodes.
 fn config(kubeconfig: &Path) -> Config {
     Config::parse(
         &format!(
             "cluster: {{name: east, podCIDRs: [10.128.0.0/14], serviceCIDRs: [172.30.0.0/16]}}\n\
              node: {{name: a1, podCIDRs: [10.128.1.0/24]}}\n\
              remotes:\n\
-             - name: west\n  podCIDRs: [10.132.0.0/14]\n  serviceCIDRs: [172.31.0.0/16]\n  \
+             - name: west\n  podCIDRs: [10.132.0.0/14]\n  serviceCIDRs: [172.31.0.0/17]\n  \
              kubeconfig: {}\n",
             kubeconfig.display()
         ),
@@ -241,9 +247,9 @@ async fn nodes_join_rekey_and_leave(c: &Cluster) {
     let v = wait_view(&mut src, "first sync", |v| v.health.synced).await;
     assert_eq!(v.health.kind, SourceKind::Kube);
 
-    c.put(node(c, "b1", &k1, "192.0.2.11:51820", "10.132.1.0/24"))
+    c.put(node(c, "b1", &k1, "192.0.2.11:51820", "10.132.101.0/24"))
         .await;
-    c.put(node(c, "b2", &k2, "192.0.2.12:51820", "10.132.2.0/24"))
+    c.put(node(c, "b2", &k2, "192.0.2.12:51820", "10.132.102.0/24"))
         .await;
     let v = wait_view(&mut src, "b1 and b2", |v| {
         node_key(v, &b1).is_some() && node_key(v, &b2).is_some()
@@ -256,10 +262,10 @@ async fn nodes_join_rekey_and_leave(c: &Cluster) {
         .find(|p| p.name.as_deref() == Some(b1.as_str()))
         .unwrap();
     assert_eq!(p.endpoint, Some("192.0.2.11:51820".parse().unwrap()));
-    assert_eq!(p.allowed_ips, vec!["10.132.1.0/24".parse().unwrap()]);
+    assert_eq!(p.allowed_ips, vec!["10.132.101.0/24".parse().unwrap()]);
 
     // Rekey and move b1: the same node, a new key and endpoint.
-    c.put(node(c, "b1", &k3, "192.0.2.21:51820", "10.132.1.0/24"))
+    c.put(node(c, "b1", &k3, "192.0.2.21:51820", "10.132.101.0/24"))
         .await;
     let v = wait_view(&mut src, "b1 rekeyed", |v| {
         node_key(v, &b1).as_deref() == Some(k3.as_str())
@@ -273,11 +279,11 @@ async fn nodes_join_rekey_and_leave(c: &Cluster) {
         .unwrap();
     assert_eq!(p.endpoint, Some("192.0.2.21:51820".parse().unwrap()));
 
-    c.remove(&node(c, "b2", &k2, "192.0.2.12:51820", "10.132.2.0/24"))
+    c.remove(&node(c, "b2", &k2, "192.0.2.12:51820", "10.132.102.0/24"))
         .await;
     let v = wait_view(&mut src, "b2 gone", |v| node_key(v, &b2).is_none()).await;
     assert!(node_key(&v, &b1).is_some());
-    c.remove(&node(c, "b1", &k3, "192.0.2.21:51820", "10.132.1.0/24"))
+    c.remove(&node(c, "b1", &k3, "192.0.2.21:51820", "10.132.101.0/24"))
         .await;
     wait_view(&mut src, "b1 gone", |v| node_key(v, &b1).is_none()).await;
 }
@@ -341,18 +347,19 @@ async fn hostile_objects_are_rejected(c: &Cluster) {
         "badkey",
         "AAAA",
         "192.0.2.32:51820",
-        "10.132.9.0/24",
+        "10.132.109.0/24",
     ))
     .await;
-    let mut big = node(c, "big", &k2, "192.0.2.33:51820", "10.132.10.0/24");
+    let mut big = node(c, "big", &k2, "192.0.2.33:51820", "10.132.110.0/24");
     gen::annotate(&mut big, ANN_ENDPOINT, &"9".repeat(4000));
     c.put(big).await;
-    // A ClusterIP outside west's serviceCIDRs; an endpoint outside west's podCIDRs.
-    c.put(service(c, "evil", "172.30.0.1")).await;
+    // A ClusterIP outside west's declared serviceCIDRs (inside its real range, see config());
+    // an endpoint outside west's podCIDRs.
+    c.put(service(c, "evil", "172.31.200.1")).await;
     c.put(service(c, "good", "172.31.0.20")).await;
     c.put(slice(c, "good", "a", &["10.132.1.5", "10.128.0.5"]))
         .await;
-    c.put(node(c, "ok", &k3, "192.0.2.34:51820", "10.132.11.0/24"))
+    c.put(node(c, "ok", &k3, "192.0.2.34:51820", "10.132.111.0/24"))
         .await;
 
     let v = wait_view(&mut src, "all objects seen", |v| {
@@ -394,7 +401,7 @@ async fn hostile_objects_are_rejected(c: &Cluster) {
     assert_eq!(g.service.endpoints.len(), 1);
     assert!(!d.services.iter().any(|s| s.service.name == c.name("evil")));
     for n in ["steal", "badkey", "big", "ok"] {
-        c.remove(&node(c, n, &k1, "192.0.2.1:1", "10.132.0.0/24"))
+        c.remove(&node(c, n, &k1, "192.0.2.1:1", "10.132.100.0/24"))
             .await;
     }
     for s in ["evil", "good"] {
@@ -444,7 +451,7 @@ async fn outage_keeps_the_last_snapshot_marks_stale_and_catches_up() {
     let c = Cluster::fake().await;
     let api = c.fake.as_ref().unwrap();
     let mut src = start(&c.kubeconfig);
-    c.put(node(&c, "b1", &k1, "192.0.2.11:51820", "10.132.1.0/24"))
+    c.put(node(&c, "b1", &k1, "192.0.2.11:51820", "10.132.101.0/24"))
         .await;
     let b1 = c.name("b1");
     let b2 = c.name("b2");
@@ -461,7 +468,7 @@ async fn outage_keeps_the_last_snapshot_marks_stale_and_catches_up() {
         "snapshot must survive an outage"
     );
     // Changes made while the API is unreachable (as seen from us).
-    api.apply(node(&c, "b2", &k2, "192.0.2.12:51820", "10.132.2.0/24"))
+    api.apply(node(&c, "b2", &k2, "192.0.2.12:51820", "10.132.102.0/24"))
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let v = src.rx.borrow().clone();
@@ -483,7 +490,7 @@ async fn compaction_forces_a_relist_that_converges() {
     let c = Cluster::fake().await;
     let api = c.fake.as_ref().unwrap();
     let mut src = start(&c.kubeconfig);
-    c.put(node(&c, "b1", &k1, "192.0.2.11:51820", "10.132.1.0/24"))
+    c.put(node(&c, "b1", &k1, "192.0.2.11:51820", "10.132.101.0/24"))
         .await;
     let (b1, b2) = (c.name("b1"), c.name("b2"));
     wait_view(&mut src, "b1", |v| {
@@ -495,7 +502,7 @@ async fn compaction_forces_a_relist_that_converges() {
     api.compact();
     // While the watcher re-lists: b1 deleted, b2 added.
     api.delete("Node", None, &b1).unwrap();
-    api.apply(node(&c, "b2", &k2, "192.0.2.12:51820", "10.132.2.0/24"))
+    api.apply(node(&c, "b2", &k2, "192.0.2.12:51820", "10.132.102.0/24"))
         .unwrap();
     let v = wait_view(&mut src, "converged after 410", |v| {
         node_key(v, &b1).is_none() && node_key(v, &b2).is_some()
@@ -527,10 +534,10 @@ async fn a_changed_kubeconfig_is_followed_without_a_restart() {
     let c = Cluster::fake().await;
     let other = FakeApi::start().await.unwrap();
     let mut src = start(&c.kubeconfig);
-    c.put(node(&c, "b1", &k1, "192.0.2.11:51820", "10.132.1.0/24"))
+    c.put(node(&c, "b1", &k1, "192.0.2.11:51820", "10.132.101.0/24"))
         .await;
     other
-        .apply(node(&c, "b2", &k2, "192.0.2.12:51820", "10.132.2.0/24"))
+        .apply(node(&c, "b2", &k2, "192.0.2.12:51820", "10.132.102.0/24"))
         .unwrap();
     let (b1, b2) = (c.name("b1"), c.name("b2"));
     wait_view(&mut src, "b1 from the first API", |v| {

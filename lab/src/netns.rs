@@ -9,13 +9,17 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A command that runs `args` inside namespace `ns` (`ip netns exec`), or on the host when `ns`
-/// is empty.
+/// is empty. An `ns` starting with `/` is a namespace file (e.g. `/proc/<pid>/ns/net` of a
+/// real pod's process): `nsenter --net=<file>`, network namespace only.
 pub fn command<S: AsRef<OsStr>>(ns: &str, args: &[S]) -> Command {
     assert!(!args.is_empty(), "empty command");
     let mut cmd;
     if ns.is_empty() {
         cmd = Command::new(&args[0]);
         cmd.args(&args[1..]);
+    } else if ns.starts_with('/') {
+        cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={ns}")).arg("--").args(args);
     } else {
         cmd = Command::new("ip");
         cmd.arg("netns").arg("exec").arg(ns).args(args);
@@ -114,7 +118,7 @@ where
     T: Send,
     F: FnOnce() -> T + Send,
 {
-    let path = format!("/run/netns/{ns}");
+    let path = netns_path(ns);
     let file = File::open(&path).with_context(|| format!("opening {path}"))?;
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -128,6 +132,15 @@ where
         .join()
         .map_err(|_| anyhow::anyhow!("thread in netns {ns} panicked"))?
     })
+}
+
+/// The file of namespace `ns`: `/run/netns/<ns>`, or `ns` itself when it is a path.
+pub fn netns_path(ns: &str) -> String {
+    if ns.starts_with('/') {
+        ns.to_string()
+    } else {
+        format!("/run/netns/{ns}")
+    }
 }
 
 /// Polls `predicate` every 100 ms until it returns true (-> true) or `timeout` passes (-> false).

@@ -23,6 +23,7 @@
 
 pub mod forward;
 pub mod server;
+mod udp_pktinfo;
 pub mod zone;
 
 pub use server::{DnsCounters, DnsCountersSnapshot, DnsHandle, DnsServer};

@@ -509,13 +509,19 @@ impl DnsServer {
 }
 
 async fn udp_loop(sock: UdpSocket, handle: DnsHandle) {
+    // Replies leave from the address each query was sent to (see udp_pktinfo).
+    if let Err(e) = super::udp_pktinfo::enable(&sock) {
+        tracing::warn!(
+            "dns udp: no IP_PKTINFO ({e}): answers to queries via a Service may be dropped"
+        );
+    }
     let sock = Arc::new(sock);
     let forwarding = handle.shared.forwarder.is_some();
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
     let counters = &handle.shared.counters;
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+        let (n, peer, dst) = match super::udp_pktinfo::recv(&sock, &mut buf).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!("dns udp recv: {e}");
@@ -529,9 +535,7 @@ async fn udp_loop(sock: UdpSocket, handle: DnsHandle) {
             Outcome::Drop => continue,
             Outcome::Forward { udp_limit } => {
                 let Some(slot) = handle.forward_slot(&buf[..n], &mut out) else {
-                    if let Err(e) = sock.send_to(&out, peer).await {
-                        tracing::debug!("dns udp send to {peer}: {e}");
-                    }
+                    reply(&sock, &out, peer, dst).await;
                     continue;
                 };
                 let (query, h, sock) = (buf[..n].to_vec(), handle.clone(), sock.clone());
@@ -541,17 +545,19 @@ async fn udp_loop(sock: UdpSocket, handle: DnsHandle) {
                     let mut out = Vec::new();
                     h.forward(&query, Transport::Udp, udp_limit, &mut out).await;
                     if !out.is_empty() {
-                        if let Err(e) = sock.send_to(&out, peer).await {
-                            tracing::debug!("dns udp send to {peer}: {e}");
-                        }
+                        reply(&sock, &out, peer, dst).await;
                     }
                 });
                 continue;
             }
         }
-        if let Err(e) = sock.send_to(&out, peer).await {
-            tracing::debug!("dns udp send to {peer}: {e}");
-        }
+        reply(&sock, &out, peer, dst).await;
+    }
+}
+
+async fn reply(sock: &UdpSocket, out: &[u8], peer: SocketAddr, src: Option<std::net::IpAddr>) {
+    if let Err(e) = super::udp_pktinfo::send(sock, out, peer, src).await {
+        tracing::debug!("dns udp send to {peer}: {e}");
     }
 }
 

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod checks;
 pub mod dig;
 pub mod dns;
 

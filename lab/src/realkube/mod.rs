@@ -16,6 +16,7 @@ pub mod node;
 pub mod pki;
 pub mod process;
 pub mod util;
+pub mod workload;
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -525,5 +526,28 @@ impl Drop for RealKube {
             return;
         }
         self.stop_all();
+    }
+}
+
+impl RealKube {
+    /// Stops the kubelet of `node` (SIGKILL, like a crash) and starts a new one; it registers
+    /// the Node again if it was deleted.
+    pub fn restart_kubelet(&mut self, node: &str) -> Result<()> {
+        if let Some(mut k) = self.nodes.get_mut(node).and_then(|rt| rt.kubelet.take()) {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+        let cluster = self
+            .topology()
+            .node(node)
+            .with_context(|| format!("no node {node}"))?
+            .cluster
+            .clone();
+        self.start_kubelet(&cluster, node)
+    }
+
+    /// Cluster name of `node`.
+    pub fn cluster_of(&self, node: &str) -> String {
+        self.topology().node(node).expect("node").cluster.clone()
     }
 }

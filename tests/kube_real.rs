@@ -1,0 +1,948 @@
+//! sdn-tunnel on real Kubernetes: two clusters of two nodes built from the official components
+//! (`sdn-lab kube`, lab/src/realkube), our DaemonSet applied with `kubectl apply -k` and running
+//! under containerd and runc, real pods, Services and EndpointSlices.
+//!
+//! `harness = false`: one lab (about a minute to build) serves every check; the checks run in
+//! order and each is reported on its own, so a failure does not hide the rest. Needs root and
+//! the binaries of scripts/kube-bins.sh; without them it skips with the reason, unless
+//! SDN_TUNNEL_REQUIRE_PRIVILEGED=1 (CI), which turns the skip into a failure.
+
+mod common;
+
+use anyhow::{bail, ensure, Context, Result};
+use common::checks::Checks;
+use sdn_lab::realkube::workload::web_yaml;
+use sdn_lab::realkube::{KubeLabOptions, RealKube};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const AGENT_SELECTOR: &str = "app.kubernetes.io/component=agent";
+const AGENT_SA: &str = "system:serviceaccount:sdn-tunnel:sdn-tunnel";
+const READER_SA: &str = "system:serviceaccount:sdn-tunnel:sdn-tunnel-remote-reader";
+
+fn main() {
+    if !prerequisites() {
+        return;
+    }
+    let mut rk = match RealKube::up(KubeLabOptions {
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_sdn-tunnel")),
+        verbose: true,
+        ..KubeLabOptions::default()
+    }) {
+        Ok(rk) => rk,
+        Err(e) => panic!("the real-Kubernetes lab did not come up: {e:#}"),
+    };
+    let mut c = Checks::default();
+    c.run(
+        "agent pods Running and Ready on every node; JSON logs",
+        || agents_ready(&rk),
+    );
+    c.run(
+        "every agent advertises itself on its own Node and peers with every remote node",
+        || advertised_and_peered(&rk),
+    );
+    c.run(
+        "RBAC: what the agent and the remote reader may and must not do",
+        || rbac(&rk),
+    );
+    c.run(
+        "admission policy: a node's agent cannot annotate another Node",
+        || admission(&rk),
+    );
+    let workloads = setup_workloads(&rk);
+    c.run(
+        "test workloads (a pod per node, web Deployment + Service per cluster)",
+        || {
+            workloads
+                .as_ref()
+                .map(|_| String::new())
+                .map_err(|e| anyhow::anyhow!("{e:#}"))
+        },
+    );
+    if workloads.is_ok() {
+        c.run(
+            "pod -> pod across clusters: ping and a checksummed TCP transfer, both ways",
+            || pod_to_pod(&rk),
+        );
+        c.run(
+            "pod -> remote ClusterIP: answered by every remote pod; scaling followed",
+            || remote_cluster_ip(&rk),
+        );
+        c.run(
+            "pod resolves <svc>.<ns>.svc.cluster.<remote> through the sdn-tunnel-dns Service",
+            || dns(&rk),
+        );
+        c.run(
+            "kubectl rollout restart of the agents during a cross-cluster TCP stream",
+            || rollout_restart_during_stream(&rk),
+        );
+    }
+    c.run(
+        "kube source tests (tests/kube_source.rs) against the real API server",
+        || kube_source_tests(&rk),
+    );
+    c.run(
+        "deleting a remote Node removes its peer; re-registering brings it back",
+        || delete_remote_node(&mut rk),
+    );
+    c.run(
+        "kubectl delete -k plus the documented cleanup leaves nothing on the nodes",
+        || uninstall(&rk),
+    );
+    drop(rk);
+    c.finish();
+}
+
+fn prerequisites() -> bool {
+    if !common::require_root() {
+        return false;
+    }
+    let check = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kube-bins.sh"))
+        .arg("--check")
+        .output();
+    match check {
+        Ok(o) if o.status.success() => true,
+        _ if std::env::var_os(sdn_lab::realkube::bins::BINS_ENV).is_some() => true,
+        _ => common::skip_or_fail(
+            "needs the Kubernetes binaries: run `bash scripts/kube-bins.sh` (builds them once)",
+        ),
+    }
+}
+
+// ----- helpers -------------------------------------------------------------------------------
+
+fn clusters(rk: &RealKube) -> Vec<String> {
+    rk.topology()
+        .clusters
+        .iter()
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+/// (pod, node) of the agents of `cluster`.
+fn agent_pods(rk: &RealKube, cluster: &str) -> Result<Vec<(String, String)>> {
+    let v = rk
+        .kubectl(cluster)
+        .get_json(&["-n", "sdn-tunnel", "pods", "-l", AGENT_SELECTOR])?;
+    Ok(v["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect())
+}
+
+fn agent_on(rk: &RealKube, node: &str) -> Result<String> {
+    let cluster = rk.cluster_of(node);
+    agent_pods(rk, &cluster)?
+        .into_iter()
+        .find(|(_, n)| n == node)
+        .map(|(p, _)| p)
+        .with_context(|| format!("no agent pod on {node}"))
+}
+
+/// `sdn-tunnel status --json` of the agent on `node`, through `kubectl exec`.
+fn agent_status(rk: &RealKube, node: &str) -> Result<Value> {
+    let cluster = rk.cluster_of(node);
+    let pod = agent_on(rk, node)?;
+    let out = rk.kubectl(&cluster).run(&[
+        "-n",
+        "sdn-tunnel",
+        "exec",
+        &pod,
+        "-c",
+        "agent",
+        "--",
+        "sdn-tunnel",
+        "status",
+        "--json",
+    ])?;
+    serde_json::from_str(&out).context("status --json")
+}
+
+fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        match f() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = format!(" (last error: {e:#})"),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}{last}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn nodes_of(rk: &RealKube, cluster: &str) -> Vec<String> {
+    rk.topology()
+        .cluster(cluster)
+        .expect("cluster")
+        .nodes
+        .clone()
+}
+
+fn probe(node: &str) -> String {
+    format!("probe-{node}")
+}
+
+// ----- checks --------------------------------------------------------------------------------
+
+fn agents_ready(rk: &RealKube) -> Result<String> {
+    let mut pods = 0;
+    for cl in clusters(rk) {
+        let v = rk
+            .kubectl(&cl)
+            .get_json(&["-n", "sdn-tunnel", "pods", "-l", AGENT_SELECTOR])?;
+        let items = v["items"].as_array().context("items")?;
+        let nodes: BTreeSet<&str> = items
+            .iter()
+            .filter_map(|p| p["spec"]["nodeName"].as_str())
+            .collect();
+        let want: BTreeSet<String> = nodes_of(rk, &cl).into_iter().collect();
+        ensure!(
+            nodes.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>() == want,
+            "{cl}: agents on {nodes:?}, nodes are {want:?}"
+        );
+        for p in items {
+            let name = p["metadata"]["name"].as_str().unwrap_or_default();
+            ensure!(
+                p["status"]["phase"] == "Running",
+                "{cl}/{name}: phase {}",
+                p["status"]["phase"]
+            );
+            let ready = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            ensure!(
+                ready,
+                "{cl}/{name} not Ready: {}",
+                p["status"]["conditions"]
+            );
+            let logs = rk
+                .kubectl(&cl)
+                .run(&["-n", "sdn-tunnel", "logs", name, "-c", "agent"])?;
+            let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+            ensure!(!lines.is_empty(), "{cl}/{name}: no logs");
+            for l in &lines {
+                let j: Value = serde_json::from_str(l)
+                    .with_context(|| format!("{cl}/{name}: log line is not JSON: {l}"))?;
+                ensure!(
+                    j["level"].is_string() && j["fields"]["message"].is_string(),
+                    "{cl}/{name}: log line lacks level/message: {l}"
+                );
+            }
+            pods += 1;
+        }
+    }
+    Ok(format!(
+        "{pods} agent pods Running and Ready, every log line JSON"
+    ))
+}
+
+fn advertised_and_peered(rk: &RealKube) -> Result<String> {
+    let topo = rk.topology().clone();
+    for n in &topo.nodes {
+        let k = rk.kubectl(&n.cluster);
+        wait(
+            &format!("Node {} annotated", n.name),
+            Duration::from_secs(60),
+            || {
+                let v = k.get_json(&["node", &n.name])?;
+                let ann = &v["metadata"]["annotations"];
+                Ok(ann["sdn-tunnel.io/public-key"].is_string()
+                    && ann["sdn-tunnel.io/endpoint"] == format!("{}:51830", n.underlay_v4).as_str())
+            },
+        )?;
+    }
+    for n in &topo.nodes {
+        let want: BTreeSet<String> = topo.remote_nodes(n).map(|r| r.name.clone()).collect();
+        wait(
+            &format!("agent on {} has a handshake with {want:?}", n.name),
+            Duration::from_secs(90),
+            || {
+                let s = agent_status(rk, &n.name)?;
+                let up: BTreeSet<String> = s["agent"]["peers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["latestHandshakeUnix"].as_u64().unwrap_or(0) > 0)
+                    .filter_map(|p| p["name"].as_str().map(str::to_string))
+                    .collect();
+                Ok(up == want)
+            },
+        )?;
+    }
+    Ok(format!(
+        "{} nodes annotated with key and endpoint; all cross-cluster handshakes done",
+        topo.nodes.len()
+    ))
+}
+
+fn can_i(
+    rk: &RealKube,
+    cluster: &str,
+    who: &str,
+    verb: &str,
+    resource: &str,
+    ns: Option<&str>,
+) -> Result<bool> {
+    let mut args = vec!["auth", "can-i", verb, resource, "--as", who];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    let out = rk.kubectl(cluster).output(&args);
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match answer.as_str() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => bail!(
+            "kubectl auth can-i {verb} {resource} --as {who}: {answer} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+fn rbac(rk: &RealKube) -> Result<String> {
+    let cl = &clusters(rk)[0];
+    let cases: &[(&str, &str, &str, Option<&str>, bool)] = &[
+        (AGENT_SA, "get", "nodes", None, true),
+        (AGENT_SA, "patch", "nodes", None, true),
+        (AGENT_SA, "list", "nodes", None, false),
+        (AGENT_SA, "update", "nodes", None, false),
+        (AGENT_SA, "delete", "nodes", None, false),
+        (AGENT_SA, "get", "secrets", Some("sdn-tunnel"), false),
+        (AGENT_SA, "list", "pods", Some("default"), false),
+        (AGENT_SA, "create", "pods", Some("sdn-tunnel"), false),
+        (READER_SA, "list", "nodes", None, true),
+        (READER_SA, "watch", "nodes", None, true),
+        (READER_SA, "list", "services", Some("default"), true),
+        (
+            READER_SA,
+            "watch",
+            "endpointslices.discovery.k8s.io",
+            Some("default"),
+            true,
+        ),
+        (READER_SA, "get", "nodes", None, false),
+        (READER_SA, "patch", "nodes", None, false),
+        (READER_SA, "list", "secrets", Some("sdn-tunnel"), false),
+        (READER_SA, "get", "secrets", Some("kube-system"), false),
+        (READER_SA, "list", "pods", Some("default"), false),
+        (READER_SA, "list", "configmaps", Some("sdn-tunnel"), false),
+        (READER_SA, "create", "services", Some("default"), false),
+    ];
+    let mut wrong = Vec::new();
+    for (who, verb, res, ns, want) in cases {
+        let got = can_i(rk, cl, who, verb, res, *ns)?;
+        if got != *want {
+            wrong.push(format!("{who} {verb} {res} {ns:?}: got {got}, want {want}"));
+        }
+    }
+    ensure!(wrong.is_empty(), "RBAC differs:\n{}", wrong.join("\n"));
+    Ok(format!("{} can-i answers as expected", cases.len()))
+}
+
+fn admission(rk: &RealKube) -> Result<String> {
+    let cl = &clusters(rk)[0];
+    let nodes = nodes_of(rk, cl);
+    let (own, other) = (&nodes[0], &nodes[1]);
+    let pod = agent_on(rk, own)?;
+    let k = rk.kubectl(cl);
+    // A token of the agent's ServiceAccount bound to its pod on `own`: like the one the agent
+    // runs with, it carries the node claim the policy checks.
+    let token = k.run(&[
+        "-n",
+        "sdn-tunnel",
+        "create",
+        "token",
+        "sdn-tunnel",
+        "--bound-object-kind=Pod",
+        &format!("--bound-object-name={pod}"),
+        "--duration=10m",
+    ])?;
+    let ca = rk.dir().join("clusters").join(cl).join("pki/ca.crt");
+    let kc = rk.dir().join("agent-token.kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
+             users:\n- name: agent\n  user:\n    token: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: agent}}\ncurrent-context: c\n",
+            rk.api_server(cl),
+            ca.display(),
+            token.trim()
+        ),
+    )?;
+    let as_agent = sdn_lab::realkube::kubectl::Kubectl::new(rk.bins.path("kubectl"), &kc, &k.ns);
+    let whoami = as_agent.run(&["auth", "whoami", "-o", "json"])?;
+    ensure!(
+        whoami.contains(AGENT_SA) && whoami.contains(own.as_str()),
+        "token identity: {whoami}"
+    );
+    // Its own Node: an sdn-tunnel.io/ annotation is allowed, any other is refused.
+    as_agent.run(&[
+        "annotate",
+        "node",
+        own,
+        "sdn-tunnel.io/admission-test=1",
+        "--overwrite",
+    ])?;
+    as_agent.run(&["annotate", "node", own, "sdn-tunnel.io/admission-test-"])?;
+    let out = as_agent.output(&["annotate", "node", own, "example.com/x=1"]);
+    let msg = String::from_utf8_lossy(&out.stderr).to_string();
+    ensure!(
+        !out.status.success() && msg.contains("may change only sdn-tunnel.io/* annotations"),
+        "own node, foreign annotation: {msg}"
+    );
+    // Another Node: refused, with the API server's message naming both.
+    let out = as_agent.output(&[
+        "annotate",
+        "node",
+        other,
+        "sdn-tunnel.io/public-key=forged",
+        "--overwrite",
+    ]);
+    let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    ensure!(
+        !out.status.success(),
+        "annotating {other} with {own}'s token succeeded"
+    );
+    ensure!(
+        msg.contains("ValidatingAdmissionPolicy 'sdn-tunnel-node-annotations'")
+            && msg.contains(&format!(
+                "may annotate only its own Node ({own}), not {other}"
+            )),
+        "unexpected refusal: {msg}"
+    );
+    let _ = std::fs::remove_file(&kc);
+    Ok(format!("refused: {msg}"))
+}
+
+fn setup_workloads(rk: &RealKube) -> Result<()> {
+    for cl in clusters(rk) {
+        for n in nodes_of(rk, &cl) {
+            rk.apply(
+                &cl,
+                &sdn_lab::realkube::workload::pod_yaml(&probe(&n), &n, &["sleep", "1000000"]),
+            )?;
+        }
+        rk.apply(&cl, &web_yaml("web", 2))?;
+    }
+    for cl in clusters(rk) {
+        for n in nodes_of(rk, &cl) {
+            rk.wait_pod(&cl, &probe(&n), Duration::from_secs(120))?;
+        }
+        rk.kubectl(&cl).run(&[
+            "-n",
+            "default",
+            "rollout",
+            "status",
+            "deployment/web",
+            "--timeout=120s",
+        ])?;
+    }
+    Ok(())
+}
+
+/// First node of each of the first two clusters.
+fn pair(rk: &RealKube) -> (String, String) {
+    let cl = clusters(rk);
+    (
+        nodes_of(rk, &cl[0])[0].clone(),
+        nodes_of(rk, &cl[1])[0].clone(),
+    )
+}
+
+fn pod_to_pod(rk: &RealKube) -> Result<String> {
+    let topo = rk.topology().clone();
+    let mut notes = Vec::new();
+    // ping from inside the pods (busybox), every cross-cluster pair of nodes, both ways
+    for (a, b) in topo.cross_cluster_pairs() {
+        for (from, to) in [(a, b), (b, a)] {
+            let ip = rk.pod_ip(&to.cluster, &probe(&to.name))?;
+            wait(
+                &format!("ping {} -> {}", from.name, to.name),
+                Duration::from_secs(30),
+                || {
+                    Ok(rk
+                        .exec_pod(
+                            &from.cluster,
+                            &probe(&from.name),
+                            &["ping", "-c", "1", "-W", "2", &ip],
+                        )
+                        .status
+                        .success())
+                },
+            )?;
+        }
+    }
+    notes.push(format!(
+        "{} pod pairs ping",
+        topo.cross_cluster_pairs().len() * 2
+    ));
+    // a checksummed TCP transfer between the pods' network namespaces, both ways
+    let (a, b) = pair(rk);
+    let (ca, cb) = (rk.cluster_of(&a), rk.cluster_of(&b));
+    let (na, nb) = (
+        rk.pod_netns(&ca, "default", &probe(&a))?,
+        rk.pod_netns(&cb, "default", &probe(&b))?,
+    );
+    let (ia, ib) = (rk.pod_ip(&ca, &probe(&a))?, rk.pod_ip(&cb, &probe(&b))?);
+    for (from, to, ip) in [(&na, &nb, &ib), (&nb, &na, &ia)] {
+        let t = sdn_lab::tcp_transfer(from, to, ip.parse()?, 5001, 32 << 20)?;
+        notes.push(format!(
+            "32 MiB {:.0} Mbit/s checksum {:016x}",
+            t.mbit_per_s(),
+            t.checksum
+        ));
+    }
+    Ok(notes.join("; "))
+}
+
+/// The pod names answering `count` GETs of http://<ip>/ from `client` in `cluster`.
+fn answers(
+    rk: &RealKube,
+    cluster: &str,
+    client: &str,
+    ip: &str,
+    count: usize,
+) -> Result<Vec<String>> {
+    let mut v = Vec::new();
+    for _ in 0..count {
+        // Not `wget -T`: Debian's static busybox wget crashes (SIGSEGV) with a timeout set.
+        let out = rk.exec_pod(
+            cluster,
+            client,
+            &[
+                "timeout",
+                "5",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &format!("http://{ip}/"),
+            ],
+        );
+        ensure!(
+            out.status.success(),
+            "GET http://{ip}/ from {client}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        v.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    Ok(v)
+}
+
+fn web_pods(rk: &RealKube, cluster: &str) -> Result<BTreeSet<String>> {
+    let v = rk
+        .kubectl(cluster)
+        .get_json(&["-n", "default", "pods", "-l", "app=web"])?;
+    Ok(v["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect())
+}
+
+fn remote_cluster_ip(rk: &RealKube) -> Result<String> {
+    let (a, b) = pair(rk);
+    let (ca, cb) = (rk.cluster_of(&a), rk.cluster_of(&b));
+    let ip = rk.kubectl(&cb).run(&[
+        "-n",
+        "default",
+        "get",
+        "svc",
+        "web",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])?;
+    let client = probe(&a);
+    let mut notes = Vec::new();
+    for replicas in [2usize, 3, 1] {
+        rk.kubectl(&cb).run(&[
+            "-n",
+            "default",
+            "scale",
+            "deployment/web",
+            &format!("--replicas={replicas}"),
+        ])?;
+        rk.kubectl(&cb).run(&[
+            "-n",
+            "default",
+            "rollout",
+            "status",
+            "deployment/web",
+            "--timeout=120s",
+        ])?;
+        let t0 = Instant::now();
+        let mut seen = Vec::new();
+        wait(
+            &format!("{replicas} remote pods answering {ip}"),
+            Duration::from_secs(60),
+            || {
+                let want = web_pods(rk, &cb)?;
+                if want.len() != replicas {
+                    return Ok(false);
+                }
+                // In turn: 2 rounds of round robin reach every pod, and nothing else answers.
+                seen = answers(rk, &ca, &client, &ip, 2 * replicas)?;
+                let got: BTreeSet<String> = seen.iter().cloned().collect();
+                Ok(got == want)
+            },
+        )?;
+        notes.push(format!(
+            "{replicas} replicas: all answer ({:.1} s), e.g. {}",
+            t0.elapsed().as_secs_f64(),
+            seen.join(" ")
+        ));
+    }
+    Ok(notes.join("; "))
+}
+
+fn dns(rk: &RealKube) -> Result<String> {
+    let (a, b) = pair(rk);
+    let (ca, cb) = (rk.cluster_of(&a), rk.cluster_of(&b));
+    let dns_ip = rk.kubectl(&ca).run(&[
+        "-n",
+        "sdn-tunnel",
+        "get",
+        "svc",
+        "sdn-tunnel-dns",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])?;
+    let web_ip = rk.kubectl(&cb).run(&[
+        "-n",
+        "default",
+        "get",
+        "svc",
+        "web",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])?;
+    let name = format!("web.default.svc.cluster.{cb}");
+    let mut last = String::new();
+    wait(
+        &format!("{name} via {dns_ip}"),
+        Duration::from_secs(30),
+        || {
+            let out = rk.exec_pod(&ca, &probe(&a), &["nslookup", &name, &dns_ip]);
+            last = String::from_utf8_lossy(&out.stdout).to_string();
+            Ok(out.status.success() && last.contains(&format!("Address: {web_ip}")))
+        },
+    )
+    .with_context(|| format!("last answer: {last}"))?;
+    Ok(format!("{name} -> {web_ip} (asked {dns_ip})"))
+}
+
+/// Streams 1 KiB every 10 ms over TCP from `from` to `to_ip:port` (in `to`'s netns) until
+/// `stop` is set; returns (bytes received, largest gap between two arrivals, error if the
+/// connection broke).
+fn stream(
+    from: &str,
+    to: &str,
+    to_ip: &str,
+    port: u16,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(u64, Duration, Option<String>)> {
+    use std::sync::atomic::Ordering;
+    let listener = sdn_lab::in_netns(to, || TcpListener::bind(("0.0.0.0", port)))??;
+    let addr: SocketAddr = format!("{to_ip}:{port}").parse()?;
+    let mut client = sdn_lab::in_netns(from, || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    })??;
+    let (mut server, _) = listener.accept()?;
+    server.set_read_timeout(Some(Duration::from_secs(120)))?;
+    std::thread::scope(|s| {
+        let rx = s.spawn(move || {
+            let mut buf = [0u8; 65536];
+            let (mut total, mut gap, mut last) = (0u64, Duration::ZERO, Instant::now());
+            loop {
+                match server.read(&mut buf) {
+                    Ok(0) => return (total, gap, None),
+                    Ok(n) => {
+                        gap = gap.max(last.elapsed());
+                        last = Instant::now();
+                        total += n as u64;
+                    }
+                    Err(e) => return (total, gap, Some(format!("receiver: {e}"))),
+                }
+            }
+        });
+        let chunk = [0x5au8; 1024];
+        let mut err = None;
+        while !stop.load(Ordering::Relaxed) {
+            if let Err(e) = client.write_all(&chunk) {
+                err = Some(format!("sender: {e}"));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = client.shutdown(std::net::Shutdown::Write);
+        let (total, gap, rerr) = rx.join().expect("receiver thread");
+        Ok((total, gap, err.or(rerr)))
+    })
+}
+
+fn rollout_restart_during_stream(rk: &RealKube) -> Result<String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (a, b) = pair(rk);
+    let (ca, cb) = (rk.cluster_of(&a), rk.cluster_of(&b));
+    let (na, nb) = (
+        rk.pod_netns(&ca, "default", &probe(&a))?,
+        rk.pod_netns(&cb, "default", &probe(&b))?,
+    );
+    let ib = rk.pod_ip(&cb, &probe(&b))?;
+    let stop = AtomicBool::new(false);
+    let (result, restart) = std::thread::scope(|s| {
+        let h = s.spawn(|| stream(&na, &nb, &ib, 5002, &stop));
+        std::thread::sleep(Duration::from_secs(2));
+        let t0 = Instant::now();
+        let r = (|| -> Result<f64> {
+            for cl in [&ca, &cb] {
+                rk.kubectl(cl).run(&[
+                    "-n",
+                    "sdn-tunnel",
+                    "rollout",
+                    "restart",
+                    "daemonset/sdn-tunnel",
+                ])?;
+            }
+            for cl in [&ca, &cb] {
+                rk.kubectl(cl).run(&[
+                    "-n",
+                    "sdn-tunnel",
+                    "rollout",
+                    "status",
+                    "daemonset/sdn-tunnel",
+                    "--timeout=240s",
+                ])?;
+            }
+            Ok(t0.elapsed().as_secs_f64())
+        })();
+        // Let the stream recover after the last agent is back.
+        std::thread::sleep(Duration::from_secs(8));
+        stop.store(true, Ordering::Relaxed);
+        (h.join().expect("stream thread"), r)
+    });
+    let took = restart?;
+    let (bytes, gap, err) = result?;
+    let note = format!(
+        "both clusters rolled in {took:.0} s; {} KiB streamed {}->{}; longest interruption {:.2} s",
+        bytes / 1024,
+        a,
+        b,
+        gap.as_secs_f64()
+    );
+    eprintln!("rollout restart during a stream: {note}");
+    if let Some(e) = err {
+        bail!("the stream broke: {e} ({note})");
+    }
+    Ok(note)
+}
+
+fn kube_source_tests(rk: &RealKube) -> Result<String> {
+    // The binary cargo built beside this one (same target directory and profile).
+    let me = std::env::current_exe()?;
+    let deps = me.parent().context("deps dir")?;
+    let bin = std::fs::read_dir(deps)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with("kube_source-") && !n.contains('.')
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .context("kube_source test binary not built (cargo test builds it)")?;
+    // West: the cluster those tests expect (service CIDR 172.31.0.0/16, see their config()).
+    let cl = &clusters(rk)[1];
+    let k = rk.kubectl(cl);
+    let out = sdn_lab::exec(
+        &k.ns,
+        &[
+            "env",
+            &format!("KUBECONFIG={}", k.kubeconfig.display()),
+            bin.to_str().context("path")?,
+            "--ignored",
+            "--test-threads=1",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{} --ignored failed:\n{stdout}\n{}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("test result:"))
+        .unwrap_or("")
+        .to_string();
+    ensure!(
+        !summary.contains(" 0 passed"),
+        "no real-cluster variant ran: {summary}"
+    );
+    Ok(summary)
+}
+
+fn delete_remote_node(rk: &mut RealKube) -> Result<String> {
+    let cl = clusters(rk);
+    let (watcher, remote) = (
+        nodes_of(rk, &cl[0])[0].clone(),
+        nodes_of(rk, &cl[1])[1].clone(),
+    );
+    let has_peer = |rk: &RealKube| -> Result<bool> {
+        let s = agent_status(rk, &watcher)?;
+        Ok(s["agent"]["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["name"] == remote.as_str()))
+    };
+    ensure!(
+        has_peer(rk)?,
+        "{watcher} has no peer {remote} to begin with"
+    );
+    rk.kubectl(&cl[1])
+        .run(&["delete", "node", &remote, "--wait=true"])?;
+    let t0 = Instant::now();
+    wait(
+        &format!("{watcher} drops peer {remote}"),
+        Duration::from_secs(30),
+        || Ok(!has_peer(rk)?),
+    )?;
+    let gone = t0.elapsed().as_secs_f64();
+    rk.restart_kubelet(&remote)?;
+    let rk: &RealKube = rk;
+    wait(
+        &format!("{remote} registered again"),
+        Duration::from_secs(90),
+        || {
+            Ok(rk
+                .kubectl(&cl[1])
+                .output(&["get", "node", &remote])
+                .status
+                .success())
+        },
+    )?;
+    rk.kubectl(&cl[1]).run(&[
+        "wait",
+        "--for=condition=Ready",
+        "node",
+        &remote,
+        "--timeout=120s",
+    ])?;
+    wait(
+        &format!("{watcher} peers with {remote} again"),
+        Duration::from_secs(120),
+        || has_peer(rk),
+    )?;
+    Ok(format!(
+        "peer removed {gone:.1} s after the Node was deleted; back after re-registration"
+    ))
+}
+
+fn uninstall(rk: &RealKube) -> Result<String> {
+    let topo = rk.topology().clone();
+    for c in &topo.clusters {
+        let overlay = rk.dir().join("deploy").join(&c.name);
+        // --ignore-not-found: deleting the Namespace also deletes what is in it.
+        rk.kubectl(&c.name).run(&[
+            "delete",
+            "-k",
+            overlay.to_str().context("path")?,
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=120s",
+        ])?;
+        // docs/install.md, "Uninstalling": the Node annotations the agents wrote.
+        rk.kubectl(&c.name).run(&[
+            "annotate",
+            "nodes",
+            "--all",
+            "sdn-tunnel.io/public-key-",
+            "sdn-tunnel.io/endpoint-",
+        ])?;
+    }
+    let mut leftovers = Vec::new();
+    for n in &topo.nodes {
+        let rt = rk.node(&n.name);
+        // docs/install.md, "Uninstalling": on each node, the private key's directory. (In the
+        // lab the directory itself is the node's own bind mount: empty it instead.)
+        rt.run(&["find", "/var/lib/sdn-tunnel", "-mindepth", "1", "-delete"])?;
+        let links = rt.run(&["ip", "-o", "link", "show"])?;
+        if links.contains("sdn0") {
+            leftovers.push(format!("{}: device sdn0", n.name));
+        }
+        let routes = rt.run(&["ip", "route", "show", "table", "all", "proto", "93"])?;
+        if !routes.trim().is_empty() {
+            leftovers.push(format!("{}: routes {}", n.name, routes.trim()));
+        }
+        let tables = rt.run(&["nft", "list", "tables"])?;
+        if tables.contains("sdn") {
+            leftovers.push(format!("{}: nftables {}", n.name, tables.trim()));
+        }
+        for dir in ["/run/sdn-tunnel", "/run/wireguard", "/var/lib/sdn-tunnel"] {
+            let ls = rt.run(&["sh", "-c", &format!("ls -A {dir} 2>/dev/null || true")])?;
+            if !ls.trim().is_empty() {
+                leftovers.push(format!("{}: {dir}: {}", n.name, ls.trim()));
+            }
+        }
+        let v = rk.kubectl(&n.cluster).get_json(&["node", &n.name])?;
+        let ann = v["metadata"]["annotations"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let ours: Vec<&String> = ann
+            .keys()
+            .filter(|k| k.starts_with("sdn-tunnel.io/"))
+            .collect();
+        if !ours.is_empty() {
+            leftovers.push(format!("{}: Node annotations {ours:?}", n.name));
+        }
+    }
+    for c in &topo.clusters {
+        let left = rk
+            .kubectl(&c.name)
+            .output(&["get", "namespace", "sdn-tunnel"]);
+        if left.status.success() {
+            leftovers.push(format!("{}: namespace sdn-tunnel still exists", c.name));
+        }
+    }
+    ensure!(
+        leftovers.is_empty(),
+        "left behind:\n{}",
+        leftovers.join("\n")
+    );
+    Ok(format!("{} nodes clean", topo.nodes.len()))
+}
