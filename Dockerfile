@@ -67,11 +67,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends nftables netbase \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=binary /out/sdn-tunnel /usr/local/bin/sdn-tunnel
-# No USER: the agent runs as root (uid 0) in the container, because the capabilities that the
-# DaemonSet grants (NET_ADMIN, NET_RAW; everything else dropped) are only effective for uid 0:
-# Kubernetes sets no ambient capabilities for other users.
+# No USER: the agent runs as root (uid 0) in a privileged container (deploy/base/daemonset.yaml
+# says why): it owns network objects of the node and writes its network sysctls.
 # Documentation only (the agent runs with hostNetwork): WireGuard, metrics/probes, DNS.
-EXPOSE 51820/udp 9477/tcp 10053/udp 10053/tcp
+EXPOSE 51830/udp 9477/tcp 10053/udp 10053/tcp
 ENTRYPOINT ["/usr/local/bin/sdn-tunnel"]
 CMD ["agent", "--config", "/etc/sdn-tunnel/config.yaml"]
 

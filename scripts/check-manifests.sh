@@ -209,12 +209,10 @@ NOT_KUBERNETES = {("security.openshift.io/v1", "SecurityContextConstraints")}
 SCC_EXPECTED = {
     "users": ["system:serviceaccount:sdn-tunnel:sdn-tunnel"],
     "groups": [],
-    "allowPrivilegedContainer": False,
-    "allowPrivilegeEscalation": False,
+    "allowPrivilegedContainer": True,
     "allowHostPID": False,
     "allowHostIPC": False,
-    "allowedCapabilities": ["NET_ADMIN", "NET_RAW"],
-    "requiredDropCapabilities": ["ALL"],
+    "volumes": ["configMap", "secret", "hostPath", "projected", "downwardAPI"],
 }
 
 src = sources(kdir, {})

@@ -18,6 +18,7 @@ pub mod listen;
 pub mod metrics;
 pub mod model;
 pub mod nft;
+pub mod port_owner;
 pub mod proxy;
 pub mod routes;
 pub mod source;

@@ -305,6 +305,38 @@ fn diagnose_finds_what_is_broken() {
     assert!(has(&checks, "peers", "skip", "agent not running"), "{out}");
     assert!(has(&checks, "udp_port", "fail", "nothing listens"), "{out}");
     assert!(has(&checks, "ip_forward", "ok", ""), "{out}");
+
+    // ----- another process holds the tunnel port: diagnose and the agent both name it -----
+    let port = lab.node(NODE).listen_port.to_string();
+    let mut squatter = lab
+        .spawn_in(&lab.node_ns(NODE), &["nc", "-u", "-l", port.as_str()])
+        .expect("nc");
+    let pid = squatter.id();
+    let held = format!("held by nc (pid {pid})");
+    let (code, _) = wait_for(
+        &kl,
+        "the squatter seen",
+        &[],
+        Duration::from_secs(5),
+        |_, c| has(c, "udp_port", "fail", &held),
+    );
+    assert_eq!(code, 1);
+    lab.start_agent(NODE).expect("start a1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.agent_running(NODE) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !lab.agent_running(NODE),
+        "the agent started although UDP {port} is taken"
+    );
+    let log = lab.agent_log(NODE);
+    assert!(
+        log.contains(&format!("bind UDP port {port}")) && log.contains(&held),
+        "{log}"
+    );
+    let _ = squatter.kill();
+    let _ = squatter.wait();
 }
 
 #[test]

@@ -442,7 +442,13 @@ async fn link_scenario(routes: &Routes) {
 }
 
 fn sysctl_scenario() {
-    // A fresh namespace starts with forwarding off.
+    // Forwarding off to begin with. Set, not assumed: a new namespace inherits the host's
+    // value where net.core.devconf_inherit_init_net says so, and container tooling (buildah,
+    // containerd, Docker) turns the host's on.
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "0").unwrap();
+    if std::path::Path::new("/proc/sys/net/ipv6/conf/all/forwarding").exists() {
+        std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "0").unwrap();
+    }
     assert_eq!(host::read_sysctl("net.ipv4.ip_forward").unwrap(), "0");
     assert!(host::enable_ip_forward(true).unwrap());
     assert_eq!(host::read_sysctl("net.ipv4.ip_forward").unwrap(), "1");

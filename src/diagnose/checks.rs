@@ -564,7 +564,8 @@ pub fn ipvs(f: &Facts) -> Check {
             "ipvs",
             format!("{e}: remote ClusterIPs do not work"),
             "modprobe ip_vs && modprobe ip_vs_rr (ip_vs_<scheduler> for another proxy.scheduler); \
-             list them in /etc/modules-load.d/: the agent does not load modules",
+             list them in /etc/modules-load.d/ (Linux 5.16+ loads ip_vs on first use; the agent \
+             image has no modprobe)",
         );
     }
     let off: Vec<String> = ipvs
@@ -959,19 +960,48 @@ pub fn udp_port(f: &Facts) -> Check {
             "tunnel.listenPort 0 (random) and no agent to ask",
         );
     }
-    match &f.udp_ports {
-        Err(e) => Check::fail(
-            "udp_port",
-            format!("read /proc/net/udp: {e}"),
-            "run as root",
-        ),
-        Ok(ports) if ports.contains(&port) => Check::ok("udp_port", format!("UDP {port} is bound")),
-        Ok(_) => Check::fail(
+    let holders = match &f.udp_port_holders {
+        Err(e) => return Check::fail("udp_port", format!("read {e}"), "run as root"),
+        Ok(h) => h,
+    };
+    if let Ok(a) = &f.agent {
+        // The agent answered and reports the port it bound.
+        return match holders.is_empty() {
+            false => Check::ok(
+                "udp_port",
+                format!("UDP {port} is bound by the agent (pid {})", a.pid),
+            ),
+            true => Check::fail(
+                "udp_port",
+                format!("the agent reports UDP {port}, but no socket is bound to it here"),
+                "is the agent in another network namespace than this command? (hostNetwork)",
+            ),
+        };
+    }
+    // The agent's control socket did not answer, but the agent process holds the port.
+    if let Some(h) = holders.iter().find(|h| {
+        h.process
+            .as_ref()
+            .is_some_and(|(_, comm)| comm == "sdn-tunnel")
+    }) {
+        return Check::ok("udp_port", format!("UDP {port} is bound by {h}"));
+    }
+    if holders.is_empty() {
+        return Check::fail(
             "udp_port",
             format!("nothing listens on UDP {port}: no handshake can reach this node"),
             format!("the agent binds it at start: is it running? ss -ulpn 'sport = :{port}'"),
-        ),
+        );
     }
+    Check::fail(
+        "udp_port",
+        format!(
+            "UDP {port} is held by {}, and no agent answers: the agent cannot bind it",
+            crate::port_owner::describe(holders)
+        ),
+        "another WireGuard on this node? Calico, flannel and Kilo use 51820 (51821 for IPv6), \
+         Cilium 51871: set tunnel.listenPort to a free port on every node, or stop the holder",
+    )
 }
 
 /// (year, month, day) of a Unix time (UTC), for messages.
@@ -1128,7 +1158,9 @@ mod tests {
             )),
             proxy_table: None,
             ipvs: None,
-            udp_ports: Ok(vec![53, 51820]),
+            udp_port_holders: Ok(vec![crate::port_owner::Holder {
+                process: Some((4242, "sdn-tunnel".into())),
+            }]),
             clock: Ok(ClockFact {
                 unsynchronized: false,
             }),
@@ -1669,13 +1701,38 @@ mod tests {
     #[test]
     fn udp_port_not_bound_fails() {
         let mut f = healthy();
-        f.udp_ports = Ok(vec![53]);
+        assert_eq!(udp_port(&f).status, Status::Ok);
+        f.udp_port_holders = Ok(vec![]);
         let c = udp_port(&f);
         assert_eq!(c.status, Status::Fail);
-        assert!(c.detail.contains("UDP 51820"));
-        // the agent's real port wins over the config's
-        agent_mut(&mut f).listen_port = 53;
-        assert_eq!(udp_port(&f).status, Status::Ok);
+        assert!(c.detail.contains("no socket is bound"), "{}", c.detail);
+        f.agent = Err("connect: no such file".into());
+        let c = udp_port(&f);
+        assert_eq!(c.status, Status::Fail);
+        assert!(
+            c.detail.contains("nothing listens on UDP 51820"),
+            "{}",
+            c.detail
+        );
+    }
+
+    #[test]
+    fn udp_port_held_by_another_process_names_it() {
+        let mut f = healthy();
+        f.agent = Err("connect: no such file".into());
+        f.udp_port_holders = Ok(vec![crate::port_owner::Holder {
+            process: Some((812, "wireguard-go".into())),
+        }]);
+        let c = udp_port(&f);
+        assert_eq!(c.status, Status::Fail);
+        assert!(
+            c.detail.contains("held by wireguard-go (pid 812)"),
+            "{}",
+            c.detail
+        );
+        assert!(c.hint.unwrap().contains("tunnel.listenPort"));
+        f.udp_port_holders = Ok(vec![crate::port_owner::Holder { process: None }]);
+        assert!(udp_port(&f).detail.contains("kernel WireGuard device"));
     }
 
     #[test]

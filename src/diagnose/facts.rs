@@ -38,8 +38,9 @@ pub struct Facts {
     pub proxy_table: Option<Read<bool>>,
     /// IPVS (ipvs backend only).
     pub ipvs: Option<IpvsFacts>,
-    /// UDP ports with a bound socket, from `/proc/net/udp` and `/proc/net/udp6`.
-    pub udp_ports: Read<Vec<u16>>,
+    /// Who holds the tunnel's UDP port (the running agent's, else the config's), from
+    /// `/proc/net/udp[6]` and the processes' open sockets.
+    pub udp_port_holders: Read<Vec<crate::port_owner::Holder>>,
     pub clock: Read<ClockFact>,
     /// The running agent's status over its control socket.
     pub agent: Read<AgentStatus>,

@@ -15,7 +15,7 @@ use ipnetwork::IpNetwork;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::route::RouteMessage;
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Gathers everything. Must run inside a tokio runtime (rtnetlink). Blocking parts (control
 /// socket, nft, IPVS) are short and run before the netlink connection is opened.
@@ -45,7 +45,13 @@ pub async fn gather(cfg: &Config, stale_after_secs: u64) -> Facts {
         tunnel_table,
         proxy_table,
         ipvs,
-        udp_ports: udp_ports(),
+        udp_port_holders: crate::port_owner::udp_port_holders(
+            agent
+                .as_ref()
+                .map(|a| a.listen_port)
+                .unwrap_or(cfg.tunnel.listen_port),
+        )
+        .map_err(|e| format!("/proc/net/udp: {e}")),
         clock: clock(),
         agent,
         http: cfg.http.enabled.then(|| http_readyz(cfg.http.listen)),
@@ -57,10 +63,9 @@ fn http_readyz(listen: SocketAddr) -> HttpFact {
     use std::io::{Read as _, Write as _};
     let mut addr = listen;
     if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        });
+        // IPv4 loopback for both wildcards: `[::]` is bound dual-stack (src/listen.rs), or
+        // falls back to 0.0.0.0 on a kernel without IPv6.
+        addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
     let url = format!("http://{addr}/readyz");
     let timeout = std::time::Duration::from_secs(3);
@@ -288,35 +293,6 @@ async fn dump_addresses(
     Ok(out)
 }
 
-/// Ports with a bound UDP socket, both families (this network namespace).
-fn udp_ports() -> Read<Vec<u16>> {
-    let mut ports = Vec::new();
-    for (path, required) in [("/proc/net/udp", true), ("/proc/net/udp6", false)] {
-        match std::fs::read_to_string(path) {
-            Ok(text) => ports.extend(parse_proc_net_udp(&text)),
-            // No udp6 when IPv6 is disabled.
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{path}: {e}")),
-        }
-    }
-    ports.sort_unstable();
-    ports.dedup();
-    Ok(ports)
-}
-
-/// Local ports from `/proc/net/udp[6]`: `sl local_address rem_address ...` with the address
-/// as `HEX:PORTHEX`.
-pub fn parse_proc_net_udp(text: &str) -> Vec<u16> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let local = l.split_whitespace().nth(1)?;
-            let (_, port) = local.rsplit_once(':')?;
-            u16::from_str_radix(port, 16).ok()
-        })
-        .collect()
-}
-
 /// adjtimex(2) with no modes only reads the kernel's clock state.
 fn clock() -> Read<ClockFact> {
     // SAFETY: a zeroed timex (modes 0: read only) is a valid argument.
@@ -334,18 +310,6 @@ fn clock() -> Read<ClockFact> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_proc_net_udp() {
-        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
-                  \x20 12: 00000000:CA6C 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1234 2 0000000000000000 0\n\
-                  \x20 40: 3500007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000   101        0 99 2 0000000000000000 0\n";
-        assert_eq!(parse_proc_net_udp(v4), vec![51820, 53]);
-        let v6 = "  sl  local_address                         remote_address                        st\n\
-                  \x20  3: 00000000000000000000000000000000:CA6C 00000000000000000000000000000000:0000 07\n";
-        assert_eq!(parse_proc_net_udp(v6), vec![51820]);
-        assert!(parse_proc_net_udp("header only\n").is_empty());
-    }
 
     #[test]
     fn config_facts_plan_the_routes() {

@@ -166,9 +166,16 @@ impl AsRawFd for Udp {
 }
 
 fn bind_err(port: u16, e: io::Error) -> io::Error {
+    let who = match crate::port_owner::udp_port_holders(port) {
+        Ok(h) if !h.is_empty() => format!("held by {}", crate::port_owner::describe(&h)),
+        _ => "is another WireGuard instance listening on it?".into(),
+    };
     io::Error::new(
         e.kind(),
-        format!("bind UDP port {port}: {e} (is another WireGuard instance listening on it?)"),
+        format!(
+            "bind UDP port {port}: {e} ({who}; Calico, flannel and Kilo use 51820/51821, \
+             Cilium 51871: set tunnel.listenPort to a free port on every node)"
+        ),
     )
 }
 

@@ -144,7 +144,7 @@ pub fn apply_remotes_secret(kubectl: &Kubectl, readers: &[(String, PathBuf)]) ->
     args.extend(["--dry-run=client".into(), "-o".into(), "yaml".into()]);
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let yaml = kubectl.run(&a)?;
-    kubectl.run_stdin(&["apply", "-f", "-"], &yaml)?;
+    kubectl.run_stdin(&["apply", "--server-side", "-f", "-"], &yaml)?;
     Ok(())
 }
 

@@ -1121,7 +1121,8 @@ fn kernel_errors_read_like_ipvsadm() {
     let e = IpvsError::NotAvailable(io::Error::from_raw_os_error(libc::ENOENT));
     assert!(e
         .to_string()
-        .starts_with("IPVS is not available in this kernel (modprobe ip_vs)"));
+        .starts_with("IPVS is not available in this kernel"));
+    assert!(e.to_string().contains("modprobe ip_vs") && e.to_string().contains("5.16"));
 }
 
 // ---- client against a scripted fake kernel --------------------------------------------------
