@@ -60,11 +60,14 @@ LABEL org.opencontainers.image.title="sdn-tunnel" \
 # Unpinned on purpose (DL3008): Debian stable only ships security fixes, and pinning exact
 # versions would break the build with each fix. Pin the base image digest for reproducibility.
 # nftables: the agent execs `nft` (MSS clamping, host SNAT, the nftables proxy backend);
-# netbase: /etc/protocols and /etc/services, which nft reads to print and parse names.
+# netbase: /etc/protocols and /etc/services, which nft reads to print and parse names;
+# ca-certificates: the system roots, which the Kubernetes client (rustls) loads when it builds
+# a connection, and needs for an API server with a publicly trusted certificate (without them
+# every client fails: "No CA certificates were loaded from the system").
 # No kmod: the kernel loads ip_vs itself when the agent opens its netlink family (Linux 5.16+).
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nftables netbase \
+ && apt-get install -y --no-install-recommends nftables netbase ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=binary /out/sdn-tunnel /usr/local/bin/sdn-tunnel
 # No USER: the agent runs as root (uid 0) in a privileged container (deploy/base/daemonset.yaml

@@ -91,21 +91,34 @@ if ! have "$BUSYBOX"; then
 fi
 
 # --- the agent: the Dockerfile's runtime stage ---------------------------------------------------
-log "building $AGENT from the Dockerfile (runtime stage, prebuilt binary $BIN)"
-ctx="$work/context"
-mkdir -p "$ctx/prebuilt"
-install -m 0755 "$BIN" "$ctx/prebuilt/sdn-tunnel"
-# Strip the line tables that profile.release keeps for profiling (as the build stage does).
-strip --strip-debug "$ctx/prebuilt/sdn-tunnel" 2>/dev/null || true
-buildah bud --quiet --isolation chroot --network host --pull=never \
-    --build-arg BASE_IMAGE="$BASE" --build-arg BINARY_FROM=prebuilt \
-    --build-arg REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    --target runtime -f "$PWD/Dockerfile" -t "$AGENT" "$ctx" >"$work/bud.log" 2>&1 \
-    || { cat "$work/bud.log" >&2; exit 1; }
+# Rebuilt when the binary or the Dockerfile changed (their hash is a label of the image).
+inputs=$(cat "$BIN" Dockerfile | sha256sum | cut -c1-32)
+have_inputs=$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "sdn-lab.inputs"}}' \
+    "$AGENT" 2>/dev/null || true)
+if [[ "$have_inputs" != "$inputs" ]]; then
+    log "building $AGENT from the Dockerfile (runtime stage, prebuilt binary $BIN)"
+    ctx="$work/context"
+    mkdir -p "$ctx/prebuilt"
+    install -m 0755 "$BIN" "$ctx/prebuilt/sdn-tunnel"
+    # Strip the line tables that profile.release keeps for profiling (as the build stage does).
+    strip --strip-debug "$ctx/prebuilt/sdn-tunnel" 2>/dev/null || true
+    buildah bud --quiet --isolation chroot --network host --pull=never \
+        --build-arg BASE_IMAGE="$BASE" --build-arg BINARY_FROM=prebuilt \
+        --build-arg REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+        --label "sdn-lab.inputs=$inputs" \
+        --target runtime -f "$PWD/Dockerfile" -t "$AGENT" "$ctx" >"$work/bud.log" 2>&1 \
+        || { cat "$work/bud.log" >&2; exit 1; }
+else
+    log "$AGENT is up to date (same binary and Dockerfile)"
+fi
 
 for pair in "pause:$PAUSE" "busybox:$BUSYBOX" "agent:$AGENT"; do
     name=${pair%%:*} image=${pair#*:}
+    id=$(buildah images --quiet --no-trunc "$image" | head -n1)
+    # An archive of this very image is there already: keep it.
+    [[ -f "$OUT/$name.tar" && "$(cat "$OUT/$name.id" 2>/dev/null)" == "$id" ]] && continue
     rm -f "$OUT/$name.tar"
     buildah push --quiet "$image" "docker-archive:$OUT/$name.tar:$image" >/dev/null
+    echo "$id" >"$OUT/$name.id"
 done
 log "images in $OUT: pause.tar busybox.tar agent.tar"

@@ -9,6 +9,11 @@
 //! working, no new ones, deleted after); the node itself reaches the ClusterIP (source NAT);
 //! an empty service refuses at once; a restarted agent
 //! (after SIGKILL) adopts IPVS without changing anything.
+//!
+//! The agents run from inside the agent image (the Dockerfile's runtime stage, built by
+//! scripts/lab-images.sh on this machine before the VM boots, unpacked under target/): IPVS,
+//! the nftables MSS rules and everything else the agent does are proven with the image's own
+//! nft and libraries, not only the host's.
 
 mod common;
 
@@ -82,12 +87,27 @@ fn slice(kl: &KubeLab, backends: &[(&str, usize)]) -> serde_json::Value {
 
 #[test]
 fn remote_cluster_ip_through_ipvs() {
-    if !common::require_root() || !common::in_vm_or_rerun("remote_cluster_ip_through_ipvs") {
+    if !common::require_root() {
+        return;
+    }
+    let rootfs = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("agent-image-rootfs");
+    if std::env::var_os("VM_RUN_GUEST").is_none() {
+        use sdn_lab::realkube::{bins::repo_root, images};
+        let built = images::build(
+            &repo_root(),
+            &images::cache_dir(),
+            std::path::Path::new(env!("CARGO_BIN_EXE_sdn-tunnel")),
+        )
+        .unwrap_or_else(|e| panic!("the agent image (scripts/lab-images.sh): {e:#}"));
+        images::extract_rootfs(&built.agent, &rootfs).expect("unpack the agent image");
+    }
+    if !common::in_vm_or_rerun("remote_cluster_ip_through_ipvs") {
         return;
     }
     let kl = KubeLab::up(LabOptions {
         bin: Some(env!("CARGO_BIN_EXE_sdn-tunnel").into()),
         pods_per_node: 2,
+        agent_rootfs: Some(rootfs.clone()),
         ..LabOptions::default()
     })
     .expect("lab up");
@@ -136,6 +156,11 @@ fn remote_cluster_ip_through_ipvs() {
         LONG,
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
+    // The agent really runs inside the image.
+    let pid = kl.lab.agent_pid("a1").expect("a1 agent");
+    // (The VM's own root is a chroot too: the link may carry its prefix, /newroot.)
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert!(root.ends_with(rootfs.strip_prefix("/").unwrap()), "agent root {root:?}");
     kl.wait("a1 programs 2 virtual services", LONG, || {
         kl.try_status("a1")
             .is_some_and(|s| s["agent"]["proxy"]["virtualServices"] == 2)

@@ -86,6 +86,10 @@ pub struct LabOptions {
     /// Create each node's pod bridge `cbr0` with the gateway address. Off for the
     /// real-Kubernetes lab, where the CNI bridge plugin creates it (pods must then be 0).
     pub pod_bridge: bool,
+    /// Run the agents from inside this root filesystem (the agent image unpacked,
+    /// [`realkube::images::extract_rootfs`]): `chroot` with /proc, /sys, /dev, /run and /tmp
+    /// bound in, so the image's own nft and libraries are what the agent uses.
+    pub agent_rootfs: Option<PathBuf>,
 }
 
 impl Default for LabOptions {
@@ -106,6 +110,7 @@ impl Default for LabOptions {
             verbose: false,
             services: false,
             pod_bridge: true,
+            agent_rootfs: None,
         }
     }
 }
@@ -598,7 +603,29 @@ impl Lab {
         writeln!(log, "--- sdn-lab: starting agent on {node} ---")?;
         let bin = self.bin()?.to_string_lossy().into_owned();
         let cfg = self.agent_config_path(node).to_string_lossy().into_owned();
-        let mut cmd = netns::command(&n.ns, &[bin.as_str(), "agent", "--config", cfg.as_str()]);
+        let argv: Vec<String> = match &self.opts.agent_rootfs {
+            None => vec![bin, "agent".into(), "--config".into(), cfg],
+            Some(root) => {
+                // A mount namespace of its own (ip netns exec made one) with the host's
+                // /proc, /sys, /dev, /run and /tmp (configs, keys) inside the image's root.
+                let r = root.display();
+                let script = format!(
+                    "set -e; for d in proc sys dev run tmp; do mount --rbind /$d {r}/$d; done; \
+                     exec chroot {r} /usr/local/bin/sdn-tunnel agent --config {cfg}"
+                );
+                vec![
+                    "unshare".into(),
+                    "--mount".into(),
+                    "--propagation".into(),
+                    "private".into(),
+                    "--".into(),
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    script,
+                ]
+            }
+        };
+        let mut cmd = netns::command(&n.ns, &argv);
         // Plain log files: no ANSI colours (tracing-subscriber honours NO_COLOR).
         cmd.env("RUST_BACKTRACE", "1")
             .env("NO_COLOR", "1")

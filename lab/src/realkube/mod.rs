@@ -11,6 +11,7 @@
 pub mod bins;
 pub mod control_plane;
 pub mod deploy;
+pub mod images;
 pub mod kubectl;
 pub mod node;
 pub mod pki;
@@ -164,20 +165,7 @@ impl RealKube {
         }
 
         self.say("building images (scripts/lab-images.sh)");
-        let images = self.dir().join("images");
-        netns::exec_ok(
-            "",
-            &[
-                "bash",
-                &util::path_str(&self.repo.join("scripts/lab-images.sh")),
-                &util::path_str(&images),
-                &util::path_str(&self.opts.bin),
-            ],
-        )?;
-        let tars: Vec<PathBuf> = ["pause", "busybox", "agent"]
-            .iter()
-            .map(|n| images.join(format!("{n}.tar")))
-            .collect();
+        let tars = images::build(&self.repo, &images::cache_dir(), &self.opts.bin)?.all();
 
         self.say("starting control planes");
         let timeout = self.opts.timeout;
