@@ -160,7 +160,10 @@ fn remote_cluster_ip_through_ipvs() {
     let pid = kl.lab.agent_pid("a1").expect("a1 agent");
     // (The VM's own root is a chroot too: the link may carry its prefix, /newroot.)
     let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
-    assert!(root.ends_with(rootfs.strip_prefix("/").unwrap()), "agent root {root:?}");
+    assert!(
+        root.ends_with(rootfs.strip_prefix("/").unwrap()),
+        "agent root {root:?}"
+    );
     kl.wait("a1 programs 2 virtual services", LONG, || {
         kl.try_status("a1")
             .is_some_and(|s| s["agent"]["proxy"]["virtualServices"] == 2)

@@ -24,10 +24,14 @@ impl Images {
 /// Where the archives are kept between runs (`$SDN_LAB_IMAGES`, else
 /// `~/.cache/sdn-tunnel/lab-images`): lab-images.sh rewrites one only when its image changed.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("SDN_LAB_IMAGES").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
-        home.join(".cache/sdn-tunnel/lab-images")
-    })
+    std::env::var_os("SDN_LAB_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "/root".into());
+            home.join(".cache/sdn-tunnel/lab-images")
+        })
 }
 
 /// Builds (or reuses) the images into `out` with `bin` as the agent's binary.
