@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod nft;
 pub mod port_owner;
+pub mod probe;
 pub mod proxy;
 pub mod routes;
 pub mod source;

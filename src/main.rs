@@ -17,7 +17,7 @@ const DEFAULT_CONFIG: &str = "/etc/sdn-tunnel/config.yaml";
     version,
     about = "Connects the pod and service networks of Kubernetes clusters over a userspace WireGuard mesh",
     long_about = "Connects the pod and service networks of Kubernetes clusters over a userspace \
-WireGuard mesh.\n\nOne agent runs per node (hostNetwork, NET_ADMIN). It creates a TUN device driven \
+WireGuard mesh.\n\nOne agent runs per node (a privileged hostNetwork pod). It creates a TUN device driven \
 by boringtun, peers with every node of every remote cluster, routes the remote clusters' pod and \
 service CIDRs into the tunnel and clamps TCP MSS. Configuration: docs/configuration.md."
 )]
@@ -34,7 +34,7 @@ enum Command {
     Pubkey,
     /// Run the agent in the foreground until SIGTERM/SIGINT, which remove everything of ours.
     /// Serves Prometheus metrics and the kubelet's probes on http.listen (default
-    /// 0.0.0.0:9477: /metrics, /healthz, /readyz).
+    /// [::]:9477, dual-stack: /metrics, /healthz, /readyz).
     Agent {
         /// Config file (YAML).
         #[arg(long, short, env = "SDN_TUNNEL_CONFIG", default_value = DEFAULT_CONFIG)]
@@ -102,11 +102,38 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = sdn_tunnel::diagnose::DEFAULT_STALE_AFTER_SECS)]
         stale_after: u64,
     },
+    /// Pod-to-pod check across clusters (what the Ansible playbook's verify role runs in a
+    /// plain pod of the agent image): `probe serve` answers each TCP connection with one line
+    /// naming itself; `probe connect ADDR...` dials each and prints JSON results. Exit 1 if a
+    /// target did not answer.
+    Probe {
+        #[command(subcommand)]
+        cmd: ProbeCommand,
+    },
     /// Remove everything of ours: routes with our protocol, the device, our nftables table and
     /// sockets. Idempotent. Stop the agent first.
     Cleanup {
         #[arg(long, short, env = "SDN_TUNNEL_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProbeCommand {
+    /// Answer every TCP connection with `sdn-tunnel-probe <name>` (forever).
+    Serve {
+        #[arg(long, default_value = "[::]:9478")]
+        listen: std::net::SocketAddr,
+        /// The name to answer with (default: $POD_NAME, else the hostname).
+        #[arg(long, env = "POD_NAME")]
+        name: Option<String>,
+    },
+    /// Dial each address once; print [{target, ok, answer, millis, error}] as JSON.
+    Connect {
+        #[arg(required = true)]
+        targets: Vec<std::net::SocketAddr>,
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
     },
 }
 
@@ -264,6 +291,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             stale_after,
         } => return Ok(diagnose(&config, json, stale_after)),
+        Command::Probe { cmd } => match cmd {
+            ProbeCommand::Serve { listen, name } => {
+                let name = name.unwrap_or_else(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .map(|h| h.trim().to_string())
+                        .unwrap_or_else(|_| "unknown".into())
+                });
+                sdn_tunnel::probe::serve(listen, &name).context("probe serve")?;
+            }
+            ProbeCommand::Connect {
+                targets,
+                timeout_ms,
+            } => {
+                let results = sdn_tunnel::probe::connect(
+                    &targets,
+                    std::time::Duration::from_millis(timeout_ms),
+                );
+                println!("{}", serde_json::to_string(&results)?);
+                if !results.iter().all(|r| r.ok) {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        },
         Command::Cleanup { config } => {
             let t = tunnel_section(&config)?;
             let rt = runtime()?;

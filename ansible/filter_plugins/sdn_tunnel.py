@@ -2,8 +2,8 @@
 next to the playbook).
 
 cidr_overlaps: every overlap between the CIDRs of all clusters, as readable messages.
-agent_manifests: the rendered deploy/base objects, adapted to one cluster (its config, one
-    Secret volume per remote, a config hash that rolls the pods when the config changes).
+agent_manifests: the rendered deploy/base objects, adapted to one cluster (its config, the
+    image, a config hash that rolls the pods when the config changes).
 """
 
 import hashlib
@@ -41,10 +41,12 @@ def cidr_overlaps(hosts):
     return problems
 
 
-def agent_manifests(objects, cluster, config_text, remotes, image=None):
-    """objects: the documents of `kubectl kustomize deploy/base`; remotes: names of the other
-    clusters; image: replaces every container's image if given. Returns new objects; the
-    input is not changed."""
+def agent_manifests(objects, cluster, config_text, image=None):
+    """objects: the documents of `kubectl kustomize deploy/base` (or an overlay); image:
+    replaces every container's image if given. Returns new objects with this cluster's config
+    in the ConfigMap and its hash on the DaemonSet's pod template (a changed config rolls the
+    agents); the input is not changed. The remotes' kubeconfigs are not here: they are the
+    Secret sdn-tunnel-remotes (the distribute role), which the DaemonSet mounts as a whole."""
     out = []
     seen = set()
     for o in objects:
@@ -62,21 +64,9 @@ def agent_manifests(objects, cluster, config_text, remotes, image=None):
             tmeta = o["spec"]["template"].setdefault("metadata", {})
             tmeta.setdefault("annotations", {})["sdn-tunnel.io/config-sha256"] = (
                 hashlib.sha256(config_text.encode()).hexdigest())
-            spec["volumes"] = [v for v in spec["volumes"] if not v["name"].startswith("remote-")]
-            for c in spec.get("initContainers", []) + spec["containers"]:
-                if image:
+            if image:
+                for c in spec.get("initContainers", []) + spec["containers"]:
                     c["image"] = image
-                if c["name"] == "agent":
-                    c["volumeMounts"] = [m for m in c["volumeMounts"]
-                                         if not m["name"].startswith("remote-")]
-                    for r in remotes:
-                        c["volumeMounts"].append({"name": f"remote-{r}",
-                                                  "mountPath": f"/etc/sdn-tunnel/remotes/{r}",
-                                                  "readOnly": True})
-            for r in remotes:
-                spec["volumes"].append({"name": f"remote-{r}", "secret": {
-                    "secretName": f"remote-{r}", "optional": True, "defaultMode": 0o400,
-                    "items": [{"key": "kubeconfig", "path": "kubeconfig"}]}})
         seen.add((kind, name))
         out.append(o)
     for needed in (("ConfigMap", "sdn-tunnel-config"), ("DaemonSet", "sdn-tunnel")):

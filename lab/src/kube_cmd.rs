@@ -61,6 +61,10 @@ pub struct UpArgs {
         default_value = "target/release/sdn-tunnel"
     )]
     bin: PathBuf,
+    /// Write an Ansible inventory of the clusters to FILE (for ansible/site.yml; use with
+    /// --bare).
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
     /// proxy.backend of the agents (this kernel has no IPVS).
     #[arg(long, default_value = "nftables")]
     proxy: String,
@@ -112,6 +116,23 @@ fn up(a: UpArgs, set_current: impl Fn(Option<String>)) -> Result<()> {
         proxy_backend: a.proxy,
         timeout: Duration::from_secs(300),
     })?;
+    if let Some(path) = &a.inventory {
+        let names: Vec<String> = rk
+            .topology()
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        std::fs::write(path, rk.inventory(&names))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "inventory: {} (run: ip netns exec {}-u ansible-playbook -i {} ansible/site.yml)",
+            path.display(),
+            rk.lab.prefix(),
+            path.display()
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rk.describe_json())?);
     } else {

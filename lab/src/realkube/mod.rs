@@ -539,3 +539,37 @@ impl RealKube {
         self.topology().node(node).expect("node").cluster.clone()
     }
 }
+
+impl RealKube {
+    /// An Ansible inventory (the shape of ansible/inventories/example/hosts.yml) for the
+    /// clusters named in `clusters`, in that order: each cluster's admin kubeconfig, API
+    /// address and CIDRs, and the lab's agent image. ansible-playbook must run in the
+    /// management namespace (`ip netns exec <prefix>-u ...`) to reach the API servers.
+    pub fn inventory(&self, clusters: &[&str]) -> String {
+        let mut y = format!(
+            "---\n# Written by sdn-lab for lab {p}: one host per cluster. Run the playbook in the\n\
+             # lab's management namespace: ip netns exec {p}-u ansible-playbook -i <this file> \
+             ansible/site.yml\nall:\n  vars:\n    sdn_tunnel_image: {}:{}\n  children:\n    \
+             sdn_tunnel_clusters:\n      hosts:\n",
+            deploy::AGENT_IMAGE_NAME,
+            deploy::AGENT_IMAGE_TAG,
+            p = self.lab.prefix(),
+        );
+        for name in clusters {
+            let Some(c) = self.topology().cluster(name) else {
+                continue;
+            };
+            y += &format!(
+                "        {n}:\n          sdn_tunnel_kubeconfig: {kc}\n          \
+                 sdn_tunnel_api_server: {api}\n          sdn_tunnel_pod_cidrs: [{pods}]\n          \
+                 sdn_tunnel_service_cidrs: [{svcs}]\n          sdn_tunnel_endpoint: nodeInternalIP\n",
+                n = c.name,
+                kc = self.kubectl(&c.name).kubeconfig.display(),
+                api = self.api_server(&c.name),
+                pods = c.pod_cidr,
+                svcs = c.service_cidr,
+            );
+        }
+        y
+    }
+}
