@@ -64,7 +64,12 @@ pub struct DeviceBeats {
 struct Identity {
     private: StaticSecret,
     public: PublicKey,
+    /// The device's limiter: every handshake message is checked (and counted) here once,
+    /// before any per-peer work; under load it answers with a cookie reply.
     rate_limiter: Arc<RateLimiter>,
+    /// The limiter each peer's `Tunn` runs again inside `decapsulate`: the same MAC1 check,
+    /// but no limit, so one message is counted once (the device's limiter), not twice.
+    tunn_limiter: Arc<RateLimiter>,
 }
 
 impl Identity {
@@ -73,9 +78,32 @@ impl Identity {
         let public = PublicKey::from(&private);
         Identity {
             rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            tunn_limiter: Arc::new(RateLimiter::new(&public, u64::MAX)),
             private,
             public,
         }
+    }
+}
+
+/// WireGuard message types (the first byte; the next three are zero).
+const MSG_HANDSHAKE_RESPONSE: u8 = 2;
+const MSG_COOKIE_REPLY: u8 = 3;
+const MSG_DATA: u8 = 4;
+
+/// Whether a message that `Tunn::decapsulate` processed proved the sender holds the peer's
+/// key: only then may the handshake count as done and the peer's endpoint move. A cookie
+/// reply (to a cookie we sent, or ours under load) proves nothing; an initiation is proven by
+/// the response it earned; a response by the keepalive that follows it; data by decrypting.
+pub(crate) fn authenticated(msg_type: u8, result: Result<Option<u8>, ()>) -> bool {
+    match (msg_type, result) {
+        (_, Err(())) => false,
+        (1, Ok(Some(reply))) => reply == MSG_HANDSHAKE_RESPONSE,
+        (1, Ok(None)) => false,
+        (2, Ok(Some(reply))) => reply == MSG_DATA,
+        (2, Ok(None)) => false,
+        (MSG_COOKIE_REPLY, _) => false,
+        (MSG_DATA, Ok(_)) => true,
+        _ => false,
     }
 }
 
@@ -125,7 +153,7 @@ impl Device {
             p.tunn().set_static_private(
                 id.private.clone(),
                 id.public,
-                Some(id.rate_limiter.clone()),
+                Some(id.tunn_limiter.clone()),
             );
         }
         true
@@ -178,7 +206,7 @@ impl Device {
                 None,
                 d.persistent_keepalive,
                 index,
-                Some(id.rate_limiter.clone()),
+                Some(id.tunn_limiter.clone()),
             );
             let peer = Arc::new(Peer::new(d.public_key, index, tunn, info));
             changes.added.push(peer.label());
@@ -415,28 +443,35 @@ impl Device {
             Ok(p) => p,
             Err(_) => return Counters::inc(&c.dropped_bad_packet),
         };
+        // Handshake messages: the cheap MAC check and load shedding, once, before any DH.
+        if matches!(
+            packet,
+            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+        ) {
+            let mut cookie = [0u8; 64];
+            match self.identity.load().rate_limiter.verify_packet(
+                Some(src.ip()),
+                dgram,
+                &mut cookie,
+            ) {
+                Ok(_) => {}
+                Err(TunnResult::WriteToNetwork(reply)) => {
+                    Counters::inc(&c.dropped_rate_limited);
+                    let len = reply.len();
+                    out.slot()[..len].copy_from_slice(reply);
+                    out.push(len, self.udp.sockaddr(src));
+                    return;
+                }
+                Err(TunnResult::Err(WireGuardError::UnderLoad)) => {
+                    return Counters::inc(&c.dropped_rate_limited)
+                }
+                Err(_) => return Counters::inc(&c.dropped_bad_packet),
+            }
+        }
+        let msg_type = dgram[0];
         let peer = match &packet {
             Packet::HandshakeInit(init) => {
-                // Cheap MAC check and load shedding before the expensive DH.
-                let mut cookie = [0u8; 64];
                 let id = self.identity.load();
-                match id
-                    .rate_limiter
-                    .verify_packet(Some(src.ip()), dgram, &mut cookie)
-                {
-                    Ok(_) => {}
-                    Err(TunnResult::WriteToNetwork(reply)) => {
-                        Counters::inc(&c.dropped_rate_limited);
-                        let len = reply.len();
-                        out.slot()[..len].copy_from_slice(reply);
-                        out.push(len, self.udp.sockaddr(src));
-                        return;
-                    }
-                    Err(TunnResult::Err(WireGuardError::UnderLoad)) => {
-                        return Counters::inc(&c.dropped_rate_limited)
-                    }
-                    Err(_) => return Counters::inc(&c.dropped_bad_packet),
-                }
                 match parse_handshake_anon(&id.private, &id.public, init) {
                     Ok(half) => peers.by_key(&half.peer_static_public),
                     Err(_) => return Counters::inc(&c.dropped_bad_packet),
@@ -449,27 +484,20 @@ impl Device {
         let Some(peer) = peer else {
             return Counters::inc(&c.dropped_unknown_peer);
         };
-        let is_cookie = matches!(packet, Packet::PacketCookieReply(_));
-        let is_handshake = matches!(
-            packet,
-            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
-        );
         let mut tunn = peer.tunn();
-        match tunn.decapsulate(Some(src.ip()), dgram, plain) {
-            TunnResult::Done => {}
+        let proven = match tunn.decapsulate(Some(src.ip()), dgram, plain) {
+            TunnResult::Done => authenticated(msg_type, Ok(None)),
             TunnResult::Err(e) => {
                 drop(tunn);
                 return self.count_error(peer, e);
             }
             TunnResult::WriteToNetwork(reply) => {
+                let proven = authenticated(msg_type, Ok(reply.first().copied()));
                 let len = reply.len();
                 out.slot()[..len].copy_from_slice(reply);
                 out.push(len, self.udp.sockaddr(src));
                 // A completed handshake releases packets queued while it ran.
-                loop {
-                    if out.is_full() {
-                        break;
-                    }
+                while proven && !out.is_full() {
                     match tunn.decapsulate(None, &[], out.slot()) {
                         TunnResult::WriteToNetwork(b) => {
                             let len = b.len();
@@ -478,20 +506,30 @@ impl Device {
                         _ => break,
                     }
                 }
+                proven
             }
             TunnResult::WriteToTunnelV4(pkt, addr) => {
                 self.deliver(peers, peer, pkt, IpAddr::V4(addr));
+                authenticated(msg_type, Ok(None))
             }
             TunnResult::WriteToTunnelV6(pkt, addr) => {
                 self.deliver(peers, peer, pkt, IpAddr::V6(addr));
+                authenticated(msg_type, Ok(None))
             }
+        };
+        drop(tunn);
+        if !proven {
+            return;
         }
-        if is_handshake {
+        if matches!(
+            packet,
+            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+        ) {
             peer.handshake_completed();
             Counters::inc(&c.handshakes_completed);
         }
         // Authenticated: the peer's endpoint follows it (roaming).
-        if !is_cookie && peer.set_endpoint(src) {
+        if peer.set_endpoint(src) {
             tracing::info!(peer = %peer.label(), endpoint = %src, "peer endpoint changed");
         }
     }
@@ -559,4 +597,27 @@ impl Device {
 enum Dir {
     Out,
     In,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::authenticated;
+
+    #[test]
+    fn only_proofs_of_the_peer_key_count() {
+        // An initiation: proven by the response it earned, not by a cookie reply (under load).
+        assert!(authenticated(1, Ok(Some(2))));
+        assert!(!authenticated(1, Ok(Some(3))));
+        assert!(!authenticated(1, Ok(None)));
+        // A response: proven by the keepalive that follows it.
+        assert!(authenticated(2, Ok(Some(4))));
+        assert!(!authenticated(2, Ok(Some(3))));
+        // A cookie reply never; data when it decrypted (payload or keepalive).
+        assert!(!authenticated(3, Ok(None)));
+        assert!(authenticated(4, Ok(None)));
+        // Anything that failed never.
+        for t in 1..=4 {
+            assert!(!authenticated(t, Err(())));
+        }
+    }
 }
