@@ -173,6 +173,7 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ValidatingA
 # check until it is added below (and documented in docs/remote-clusters.md).
 ALLOWED_ROLES = {
     ("ClusterRole", "sdn-tunnel-agent"): {("", "nodes"): {"get", "patch"}},
+    ("Role", "sdn-tunnel-agent"): {("apps", "daemonsets"): {"get"}},
     ("ClusterRole", "sdn-tunnel-remote-reader"): {
         ("", "nodes"): {"list", "watch"},
         ("", "services"): {"list", "watch"},
@@ -183,6 +184,8 @@ ALLOWED_ROLES = {
 ALLOWED_BINDINGS = {
     ("ClusterRoleBinding", "sdn-tunnel-agent"):
         (("ClusterRole", "sdn-tunnel-agent"), [("ServiceAccount", "sdn-tunnel", NAMESPACE)]),
+    ("RoleBinding", "sdn-tunnel-agent"):
+        (("Role", "sdn-tunnel-agent"), [("ServiceAccount", "sdn-tunnel", NAMESPACE)]),
     ("ClusterRoleBinding", "sdn-tunnel-remote-reader"):
         (("ClusterRole", "sdn-tunnel-remote-reader"),
          [("ServiceAccount", "sdn-tunnel-remote-reader", NAMESPACE)]),

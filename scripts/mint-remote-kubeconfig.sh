@@ -168,5 +168,6 @@ trap - EXIT
 
 echo "mint-remote-kubeconfig: wrote $out (mode 0600) for cluster '$cluster_name' at $server" >&2
 echo "Check it:  kubectl --kubeconfig $out get nodes" >&2
-echo "Hand over: kubectl -n sdn-tunnel create secret generic remote-$cluster_name --from-file=kubeconfig=$out" \
-    "(in each *other* cluster)" >&2
+echo "Hand over: add it as key '$cluster_name' of Secret sdn-tunnel/sdn-tunnel-remotes in each *other*" \
+    "cluster (docs/install.md: kubectl -n sdn-tunnel create secret generic sdn-tunnel-remotes" \
+    "--from-file=$cluster_name=$out ... --dry-run=client -o yaml | kubectl apply --server-side -f -)" >&2

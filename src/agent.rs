@@ -21,6 +21,7 @@ mod key_watch;
 mod observe;
 pub mod proxy;
 mod remotes;
+pub mod shutdown;
 
 /// How often the key file is checked for a rotation.
 const KEY_POLL: Duration = Duration::from_secs(5);
@@ -187,6 +188,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(10), own_cidrs.changed()).await;
     }
     let mut node_cidrs = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
+    device.set_local_cidrs(node_cidrs.clone());
     let (mut src4, mut src6) = source_addresses(&cfg, &node_cidrs, &routes).await?;
     let mut ruleset = tunnel_ruleset(&cfg, src4, src6);
     sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, true).await?;
@@ -250,6 +252,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 let now = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
                 if now != node_cidrs {
                     node_cidrs = now;
+                    device.set_local_cidrs(node_cidrs.clone());
                     (src4, src6) = source_addresses(&cfg, &node_cidrs, &routes).await?;
                     ruleset = tunnel_ruleset(&cfg, src4, src6);
                     // `true`: re-install the nft table too (its SNAT source may have changed).
@@ -265,15 +268,32 @@ pub async fn run(cfg: Config) -> Result<()> {
             }
         }
     };
-    tracing::info!("shutting down: removing our routes, nft table and device");
     tasks.abort_all();
-    if cfg.proxy.backend != crate::config::ProxyBackend::None {
-        let removed = proxy::teardown(&cfg).await;
-        tracing::info!(%removed, "service proxy removed");
-    }
     device.stop();
-    teardown(&cfg, &routes).await;
-    drop(device);
+    let leave = match &outcome {
+        Ok(()) => shutdown::decide(local_api.as_ref()).await,
+        Err(e) => shutdown::Leave::Keep(format!("the agent failed: {e:#}")),
+    };
+    match leave {
+        shutdown::Leave::Remove(why) => {
+            tracing::info!(reason = %why, "uninstall: removing the device, routes, nftables tables and service proxy");
+            drop(device);
+            match crate::cleanup::cleanup(&cfg.tunnel, Some(&cfg)).await {
+                Ok(r) => tracing::info!(report = ?r, "removed"),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "cleanup incomplete"),
+            }
+        }
+        shutdown::Leave::Keep(why) => {
+            tracing::info!(
+                reason = %why,
+                "stopping; the device, routes and nftables guards stay (fail closed: remote \
+                 traffic is dropped until the agent runs again; `sdn-tunnel cleanup` removes them)"
+            );
+            for p in [t.uapi_socket_path(), t.control_socket_path()] {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
     outcome
 }
 
@@ -294,14 +314,25 @@ fn dns_zones(
     crate::dns::Zones::build_with_stale(&remotes, &failed, services, &d.cluster_set_domain, d.ttl)
 }
 
-/// MSS clamping, plus (IPVS backend) source NAT of host-originated ClusterIP connections.
+/// MSS clamping, the fail-closed and input guards, plus (IPVS backend) source NAT of
+/// host-originated ClusterIP connections.
 fn tunnel_ruleset(
     cfg: &Config,
     src4: Option<std::net::Ipv4Addr>,
     src6: Option<std::net::Ipv6Addr>,
 ) -> String {
     let t = &cfg.tunnel;
-    let base = nft::mss_clamp_ruleset(&t.nft_table(), &t.device, t.mtu);
+    let remote_cidrs: Vec<IpNetwork> = cfg
+        .remotes
+        .iter()
+        .flat_map(|r| r.pod_cidrs.iter().chain(&r.service_cidrs))
+        .copied()
+        .collect();
+    let base = nft::with_guards(
+        &nft::mss_clamp_ruleset(&t.nft_table(), &t.device, t.mtu),
+        &t.device,
+        &remote_cidrs,
+    );
     if cfg.proxy.backend != crate::config::ProxyBackend::Ipvs {
         return base;
     }
@@ -377,18 +408,4 @@ async fn source_addresses(
         tracing::info!(v4 = ?v4, v6 = ?v6, "source address for host-originated tunnel traffic");
     }
     Ok((v4, v6))
-}
-
-/// Removes our routes and nft table; the TUN device goes when its fd closes.
-async fn teardown(cfg: &Config, routes: &Routes) {
-    let t = &cfg.tunnel;
-    if let Err(e) = routes.remove_all().await {
-        tracing::warn!(error = %e, "removing routes");
-    }
-    if let Err(e) = nft::delete_table(&t.nft_table()) {
-        tracing::warn!(error = %e, "removing nftables table");
-    }
-    for p in [t.uapi_socket_path(), t.control_socket_path()] {
-        let _ = std::fs::remove_file(p);
-    }
 }

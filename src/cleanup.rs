@@ -1,7 +1,9 @@
-//! `sdn-tunnel cleanup`: removes everything of ours (routes with our protocol, the tunnel
-//! device, our nftables table, our sockets). Idempotent; touches nothing else.
+//! Removing everything of ours (routes with our protocol, the tunnel device, our nftables
+//! table, our sockets, and with the whole config the service proxy's objects). Idempotent;
+//! touches nothing else. The one teardown path: `sdn-tunnel cleanup` and an uninstalled agent
+//! (agent::shutdown) both come here.
 
-use crate::config::TunnelConfig;
+use crate::config::{Config, TunnelConfig};
 use crate::{link, nft, routes::Routes};
 use anyhow::{Context, Result};
 
@@ -11,9 +13,13 @@ pub struct CleanupReport {
     pub device_removed: bool,
     pub nft_table_removed: bool,
     pub sockets_removed: usize,
+    /// What the service proxy's teardown removed (empty: nothing, or no full config).
+    pub proxy: String,
 }
 
-pub async fn cleanup(t: &TunnelConfig) -> Result<CleanupReport> {
+/// `full`: the whole config, when it parses; the proxy's objects are found through the
+/// remotes' service CIDRs, so without it they are left alone.
+pub async fn cleanup(t: &TunnelConfig, full: Option<&Config>) -> Result<CleanupReport> {
     let routes = Routes::new(t.route_protocol).context("open rtnetlink")?;
     let mut report = CleanupReport {
         routes_removed: routes.remove_all().await.context("remove our routes")?,
@@ -35,6 +41,9 @@ pub async fn cleanup(t: &TunnelConfig) -> Result<CleanupReport> {
         if std::fs::remove_file(p).is_ok() {
             report.sockets_removed += 1;
         }
+    }
+    if let Some(cfg) = full {
+        report.proxy = crate::agent::proxy::teardown(cfg).await;
     }
     Ok(report)
 }

@@ -38,6 +38,52 @@ pub struct Config {
     pub dns: DnsConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// What one remote cluster's API may cost this agent: a hostile or broken remote gets a fixed
+/// amount of memory and CPU. Objects beyond a count are ignored (and counted, in status and
+/// metrics); a longer message fails the request (the remote shows as stale with the reason).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Nodes per remote.
+    #[serde(default = "default_limit_nodes")]
+    pub nodes: usize,
+    /// Services per remote.
+    #[serde(default = "default_limit_services")]
+    pub services: usize,
+    /// EndpointSlices per remote.
+    #[serde(default = "default_limit_slices")]
+    pub endpoint_slices: usize,
+    /// Bytes of one message from a remote API: a watch event (one object) or a page of a list.
+    #[serde(default = "default_limit_message_bytes")]
+    pub message_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            nodes: default_limit_nodes(),
+            services: default_limit_services(),
+            endpoint_slices: default_limit_slices(),
+            message_bytes: default_limit_message_bytes(),
+        }
+    }
+}
+
+fn default_limit_nodes() -> usize {
+    5_000
+}
+fn default_limit_services() -> usize {
+    20_000
+}
+fn default_limit_slices() -> usize {
+    50_000
+}
+fn default_limit_message_bytes() -> usize {
+    16 << 20
 }
 
 /// The HTTP endpoint for Prometheus metrics and the kubelet's probes.

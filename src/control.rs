@@ -80,6 +80,9 @@ pub struct RemoteStatus {
     pub services: usize,
     pub endpoints: usize,
     pub rejected: Vec<Rejected>,
+    /// Limits (config `limits`) this remote reached.
+    #[serde(default)]
+    pub limits_hit: Vec<crate::source::LimitHit>,
 }
 
 /// Our own Node's annotations (self-advertisement).

@@ -317,17 +317,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cleanup { config } => {
             let t = tunnel_section(&config)?;
             let rt = runtime()?;
-            let r = rt.block_on(cleanup::cleanup(&t))?;
             // The proxy's objects are found via the remotes' service CIDRs; skip them if the
             // rest of the config does not even parse.
-            if let Ok(full) = std::fs::read_to_string(&config)
-                .map_err(|e| e.to_string())
-                .and_then(|t| serde_norway::from_str::<Config>(&t).map_err(|e| e.to_string()))
-            {
-                let removed = rt.block_on(sdn_tunnel::agent::proxy::teardown(&full));
-                if !removed.is_empty() {
-                    println!("removed (proxy): {removed}");
-                }
+            let full = std::fs::read_to_string(&config)
+                .ok()
+                .and_then(|t| serde_norway::from_str::<Config>(&t).ok());
+            let r = rt.block_on(cleanup::cleanup(&t, full.as_ref()))?;
+            if !r.proxy.is_empty() {
+                println!("removed (proxy): {}", r.proxy);
             }
             println!(
                 "removed: {} route(s), device {}: {}, nft table {}: {}, {} socket(s)",

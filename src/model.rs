@@ -53,4 +53,4 @@ pub fn ser_key<S: serde::Serializer>(k: &[u8; 32], s: S) -> Result<S::Ok, S::Err
 }
 
 mod plan;
-pub use plan::{plan, static_snapshots, Snapshots};
+pub use plan::{key_owners, plan, plan_with, static_snapshots, KeyOwners, Snapshots};

@@ -120,6 +120,57 @@ pub fn with_host_snat(
     )
 }
 
+/// Adds to a [`mss_clamp_ruleset`] the guards of the tunnel, which stay in place while the
+/// agent is stopped (this table outlives it, like the persistent device):
+/// - fail closed: a packet for a remote cluster's CIDR (`remote_cidrs`) that would leave by
+///   any device but ours is dropped (forward and output), so it is never sent in plaintext,
+///   whatever routing says (our device deleted, a more specific route, policy routing);
+/// - a peer reaches this host only with replies: from our device, new connections to the
+///   node itself (e.g. to its kubelet, or this agent's ports, through the pod bridge's
+///   address) are dropped; established and related ones (replies to host-originated traffic)
+///   pass. (What may not even get that far, a destination outside the node's pod CIDRs, the
+///   device drops before it is written to the TUN device.)
+pub fn with_guards(ruleset: &str, device: &str, remote_cidrs: &[ipnetwork::IpNetwork]) -> String {
+    if !ruleset.ends_with("}\n") {
+        return ruleset.to_string();
+    }
+    let set = |v6: bool| -> Vec<String> {
+        remote_cidrs
+            .iter()
+            .filter(|n| n.is_ipv6() == v6)
+            .map(|n| n.to_string())
+            .collect()
+    };
+    let (v4, v6) = (set(false), set(true));
+    let mut leave = String::new();
+    if !v4.is_empty() {
+        leave += &format!(
+            "\t\tip daddr {{ {} }} oifname != \"{device}\" counter drop\n",
+            v4.join(", ")
+        );
+    }
+    if !v6.is_empty() {
+        leave += &format!(
+            "\t\tip6 daddr {{ {} }} oifname != \"{device}\" counter drop\n",
+            v6.join(", ")
+        );
+    }
+    let body = &ruleset[..ruleset.len() - 2];
+    let mut out = format!(
+        "{body}\tchain guard_input {{\n\t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tiifname \"{device}\" ct state established,related accept\n\
+         \t\tiifname \"{device}\" counter drop\n\t}}\n"
+    );
+    if !leave.is_empty() {
+        for hook in ["forward", "output"] {
+            out += &format!(
+                "\tchain guard_{hook} {{\n\t\ttype filter hook {hook} priority filter; policy accept;\n{leave}\t}}\n"
+            );
+        }
+    }
+    out + "}\n"
+}
+
 /// A name we can put into an nft identifier position unquoted: `[A-Za-z_][A-Za-z0-9_]*`, at
 /// most 64 bytes.
 pub fn valid_table_name(table: &str) -> bool {
@@ -353,5 +404,32 @@ table inet sdn_tunnel_sdn0 {
             delete_table("no way"),
             Err(NftError::InvalidTableName(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[test]
+    fn guards_drop_remote_traffic_leaving_elsewhere_and_new_input_from_the_tunnel() {
+        let base = mss_clamp_ruleset("sdn_tunnel_sdn0", "sdn0", 1420);
+        let cidrs: Vec<ipnetwork::IpNetwork> = ["10.132.0.0/14", "172.31.0.0/16", "fd00:132::/48"]
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .collect();
+        let r = with_guards(&base, "sdn0", &cidrs);
+        assert!(r.starts_with(&base[..base.len() - 2]), "{r}");
+        assert!(r.ends_with("\t}\n}\n"), "{r}");
+        assert!(r.contains(
+            "ip daddr { 10.132.0.0/14, 172.31.0.0/16 } oifname != \"sdn0\" counter drop"
+        ));
+        assert!(r.contains("ip6 daddr { fd00:132::/48 } oifname != \"sdn0\" counter drop"));
+        assert!(r.contains("chain guard_forward {") && r.contains("chain guard_output {"));
+        assert!(r.contains("iifname \"sdn0\" ct state established,related accept"));
+        assert!(r.contains("iifname \"sdn0\" counter drop"));
+        // No remotes: no leave guard, the input guard stays.
+        let r = with_guards(&base, "sdn0", &[]);
+        assert!(!r.contains("guard_forward") && r.contains("guard_input"));
     }
 }

@@ -198,7 +198,7 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
             );
             let _ = writeln!(
                 s,
-                "dropped: no-peer {} no-endpoint {} bad-packet {} replay {} rate-limited {} unknown-peer {} bad-source {} tun-write {} udp-send {}",
+                "dropped: no-peer {} no-endpoint {} bad-packet {} replay {} rate-limited {} unknown-peer {} bad-source {} bad-destination {} bad-source-out {} tun-write {} udp-send {}",
                 c.dropped_no_peer,
                 c.dropped_no_endpoint,
                 c.dropped_bad_packet,
@@ -206,6 +206,8 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
                 c.dropped_rate_limited,
                 c.dropped_unknown_peer,
                 c.dropped_bad_source,
+                c.dropped_bad_destination,
+                c.dropped_bad_source_out,
                 c.dropped_tun_write,
                 c.dropped_udp_send
             );
@@ -366,8 +368,27 @@ fn render_remotes(s: &mut String, remotes: &[RemoteStatus], now_unix: u64) {
         if let Some(e) = &r.last_error {
             let _ = writeln!(s, "    error: {e}");
         }
-        for rej in &r.rejected {
+        for l in &r.limits_hit {
+            let _ = writeln!(
+                s,
+                "    LIMIT {}: {}{} ({} ignored so far; config limits)",
+                l.kind,
+                l.limit,
+                if l.now { " reached" } else { " was reached" },
+                l.ignored
+            );
+        }
+        // A hostile remote can send thousands: the first ones, then a count.
+        const SHOWN: usize = 20;
+        for rej in r.rejected.iter().take(SHOWN) {
             let _ = writeln!(s, "    rejected {}: {}", rej.object, rej.reason);
+        }
+        if r.rejected.len() > SHOWN {
+            let _ = writeln!(
+                s,
+                "    ... and {} more rejected (status --json lists them all)",
+                r.rejected.len() - SHOWN
+            );
         }
     }
 }
@@ -498,6 +519,7 @@ mod tests {
                     object: "node evil".into(),
                     reason: "podCIDR 10.128.0.0/24 is outside remote west podCIDRs".into(),
                 }],
+                limits_hit: vec![],
             },
             RemoteStatus {
                 name: "north".into(),
@@ -511,6 +533,7 @@ mod tests {
                 services: 0,
                 endpoints: 0,
                 rejected: vec![],
+                limits_hit: vec![],
             },
         ];
         a.advertisement = Some(AdvertiseStatus {

@@ -159,3 +159,59 @@ fn help_explains_every_command() {
         "{o}"
     );
 }
+
+/// A remote kubeconfig is data: one with an `exec` plugin is refused (naming the field) and
+/// the plugin never runs (it would create a marker file).
+#[test]
+fn a_remote_kubeconfig_with_an_exec_plugin_is_refused_and_never_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("the-plugin-ran");
+    let kc = dir.path().join("west.kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: west\n  cluster:\n    server: https://127.0.0.1:1\n\
+             users:\n- name: r\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      \
+             command: /bin/sh\n      args: [\"-c\", \"touch {}\"]\n\
+             contexts:\n- name: west\n  context: {{cluster: west, user: r}}\ncurrent-context: west\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let key = dir.path().join("private.key");
+    std::fs::write(
+        &key,
+        format!("{}\n", stdout(&bin().arg("keygen").output().unwrap())),
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: {{name: east, podCIDRs: [10.128.0.0/14], serviceCIDRs: [172.30.0.0/16]}}\n\
+             node: {{name: a1, podCIDRs: [10.128.0.0/24]}}\n\
+             tunnel: {{privateKeyFile: {}}}\n\
+             remotes:\n  - {{name: west, podCIDRs: [10.132.0.0/14], serviceCIDRs: [172.31.0.0/16], kubeconfig: {}}}\n",
+            key.display(),
+            kc.display()
+        ),
+    )
+    .unwrap();
+    let o = bin()
+        .args([
+            "check-remote",
+            "--remote",
+            "west",
+            "--timeout",
+            "3",
+            "--config",
+        ])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains("users[0].user.exec: not allowed"), "{text}");
+    assert!(!marker.exists(), "the exec plugin ran");
+}

@@ -15,8 +15,6 @@ use sdn_lab::realkube::workload::web_yaml;
 use sdn_lab::realkube::{KubeLabOptions, RealKube};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -334,6 +332,34 @@ fn rbac(rk: &RealKube) -> Result<String> {
         (AGENT_SA, "get", "secrets", Some("sdn-tunnel"), false),
         (AGENT_SA, "list", "pods", Some("default"), false),
         (AGENT_SA, "create", "pods", Some("sdn-tunnel"), false),
+        (
+            AGENT_SA,
+            "get",
+            "daemonsets.apps/sdn-tunnel",
+            Some("sdn-tunnel"),
+            true,
+        ),
+        (
+            AGENT_SA,
+            "get",
+            "daemonsets.apps/other",
+            Some("sdn-tunnel"),
+            false,
+        ),
+        (
+            AGENT_SA,
+            "list",
+            "daemonsets.apps",
+            Some("sdn-tunnel"),
+            false,
+        ),
+        (
+            AGENT_SA,
+            "get",
+            "daemonsets.apps/sdn-tunnel",
+            Some("kube-system"),
+            false,
+        ),
         (READER_SA, "list", "nodes", None, true),
         (READER_SA, "watch", "nodes", None, true),
         (READER_SA, "list", "services", Some("default"), true),
@@ -664,57 +690,7 @@ fn dns(rk: &RealKube) -> Result<String> {
     Ok(format!("{name} -> {web_ip} (asked {dns_ip})"))
 }
 
-/// Streams 1 KiB every 10 ms over TCP from `from` to `to_ip:port` (in `to`'s netns) until
-/// `stop` is set; returns (bytes received, largest gap between two arrivals, error if the
-/// connection broke).
-fn stream(
-    from: &str,
-    to: &str,
-    to_ip: &str,
-    port: u16,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Result<(u64, Duration, Option<String>)> {
-    use std::sync::atomic::Ordering;
-    let listener = sdn_lab::in_netns(to, || TcpListener::bind(("0.0.0.0", port)))??;
-    let addr: SocketAddr = format!("{to_ip}:{port}").parse()?;
-    let mut client = sdn_lab::in_netns(from, || {
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-    })??;
-    let (mut server, _) = listener.accept()?;
-    server.set_read_timeout(Some(Duration::from_secs(120)))?;
-    std::thread::scope(|s| {
-        let rx = s.spawn(move || {
-            let mut buf = [0u8; 65536];
-            let (mut total, mut gap, mut last) = (0u64, Duration::ZERO, Instant::now());
-            loop {
-                match server.read(&mut buf) {
-                    Ok(0) => return (total, gap, None),
-                    Ok(n) => {
-                        gap = gap.max(last.elapsed());
-                        last = Instant::now();
-                        total += n as u64;
-                    }
-                    Err(e) => return (total, gap, Some(format!("receiver: {e}"))),
-                }
-            }
-        });
-        let chunk = [0x5au8; 1024];
-        let mut err = None;
-        while !stop.load(Ordering::Relaxed) {
-            if let Err(e) = client.write_all(&chunk) {
-                err = Some(format!("sender: {e}"));
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = client.shutdown(std::net::Shutdown::Write);
-        let (total, gap, rerr) = rx.join().expect("receiver thread");
-        Ok((total, gap, err.or(rerr)))
-    })
-}
-
 fn rollout_restart_during_stream(rk: &RealKube) -> Result<String> {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let (a, b) = pair(rk);
     let (ca, cb) = (rk.cluster_of(&a), rk.cluster_of(&b));
     let (na, nb) = (
@@ -722,49 +698,42 @@ fn rollout_restart_during_stream(rk: &RealKube) -> Result<String> {
         rk.pod_netns(&cb, "default", &probe(&b))?,
     );
     let ib = rk.pod_ip(&cb, &probe(&b))?;
-    let stop = AtomicBool::new(false);
-    let (result, restart) = std::thread::scope(|s| {
-        let h = s.spawn(|| stream(&na, &nb, &ib, 5002, &stop));
-        std::thread::sleep(Duration::from_secs(2));
-        let t0 = Instant::now();
-        let r = (|| -> Result<f64> {
-            for cl in [&ca, &cb] {
-                rk.kubectl(cl).run(&[
-                    "-n",
-                    "sdn-tunnel",
-                    "rollout",
-                    "restart",
-                    "daemonset/sdn-tunnel",
-                ])?;
-            }
-            for cl in [&ca, &cb] {
-                rk.kubectl(cl).run(&[
-                    "-n",
-                    "sdn-tunnel",
-                    "rollout",
-                    "status",
-                    "daemonset/sdn-tunnel",
-                    "--timeout=240s",
-                ])?;
-            }
-            Ok(t0.elapsed().as_secs_f64())
-        })();
-        // Let the stream recover after the last agent is back.
-        std::thread::sleep(Duration::from_secs(8));
-        stop.store(true, Ordering::Relaxed);
-        (h.join().expect("stream thread"), r)
-    });
-    let took = restart?;
-    let (bytes, gap, err) = result?;
+    let stream = sdn_lab::stream::Stream::start(&na, &nb, format!("{ib}:5002").parse()?)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let t0 = Instant::now();
+    let rolled = (|| -> Result<f64> {
+        for cl in [&ca, &cb] {
+            rk.kubectl(cl).run(&[
+                "-n",
+                "sdn-tunnel",
+                "rollout",
+                "restart",
+                "daemonset/sdn-tunnel",
+            ])?;
+        }
+        for cl in [&ca, &cb] {
+            rk.kubectl(cl).run(&[
+                "-n",
+                "sdn-tunnel",
+                "rollout",
+                "status",
+                "daemonset/sdn-tunnel",
+                "--timeout=240s",
+            ])?;
+        }
+        Ok(t0.elapsed().as_secs_f64())
+    })();
+    // Let the stream recover after the last agent is back.
+    std::thread::sleep(Duration::from_secs(8));
+    let report = stream.stop();
+    let took = rolled?;
     let note = format!(
-        "both clusters rolled in {took:.0} s; {} KiB streamed {}->{}; longest interruption {:.2} s",
-        bytes / 1024,
-        a,
-        b,
-        gap.as_secs_f64()
+        "both clusters rolled in {took:.0} s; {} KiB streamed {a}->{b}; longest interruption {:.2} s",
+        report.bytes / 1024,
+        report.longest_gap().as_secs_f64()
     );
     eprintln!("rollout restart during a stream: {note}");
-    if let Some(e) = err {
+    if let Some(e) = report.error {
         bail!("the stream broke: {e} ({note})");
     }
     Ok(note)

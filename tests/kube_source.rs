@@ -198,6 +198,7 @@ fn start(kubeconfig: &Path) -> Source {
         name: "west".into(),
         kubeconfig: kubeconfig.to_path_buf(),
         context: None,
+        limits: Default::default(),
     };
     let task = tokio::spawn(src.run(tx, Arc::new(Notify::new())));
     Source { rx, task }

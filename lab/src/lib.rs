@@ -15,6 +15,7 @@ pub mod bench;
 pub mod kube;
 pub mod netns;
 pub mod realkube;
+pub mod stream;
 pub mod topology;
 pub mod traffic;
 pub mod wggo;

@@ -12,6 +12,9 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
+/// New rejections logged one by one per plan; beyond that, one summary line.
+const LOG_REJECTIONS: usize = 10;
+
 pub struct Remotes {
     feeds: Vec<watch::Receiver<RemoteView>>,
     /// Static remotes' senders, kept so their channels stay open.
@@ -19,6 +22,8 @@ pub struct Remotes {
     pub changed: Arc<Notify>,
     /// Rejections already logged (logged once, again only if they reappear after going away).
     logged: HashSet<Rejected>,
+    /// Which remote had each public key in the last plan (it keeps it in a conflict).
+    owners: model::KeyOwners,
 }
 
 impl Remotes {
@@ -46,6 +51,7 @@ impl Remotes {
                     name: r.name.clone(),
                     kubeconfig: path.clone(),
                     context: r.context.clone(),
+                    limits: cfg.limits.clone(),
                 };
                 let changed = changed.clone();
                 tasks.spawn(async move {
@@ -60,6 +66,7 @@ impl Remotes {
             _static: statics,
             changed,
             logged: HashSet::new(),
+            owners: model::KeyOwners::new(),
         }
     }
 
@@ -70,7 +77,8 @@ impl Remotes {
             .iter()
             .map(|v| (v.remote.clone(), v.snapshot.clone()))
             .collect();
-        let desired = model::plan(cfg, &snaps);
+        let desired = model::plan_with(cfg, &snaps, &self.owners);
+        self.owners = model::key_owners(&desired);
         let ch = device.set_peers(&desired.peers);
         for p in &ch.added {
             tracing::info!(peer = %p, "peer added");
@@ -133,13 +141,19 @@ impl Remotes {
             .collect()
     }
 
+    /// New rejections are logged once each, at most [`LOG_REJECTIONS`] per plan at warn (a
+    /// hostile remote can produce thousands; status and metrics count them all), the rest as
+    /// one summary line.
     fn log_rejections(&mut self, now: &[Rejected]) {
         let current: HashSet<Rejected> = now.iter().cloned().collect();
-        for r in now {
-            if !self.logged.contains(r) {
-                tracing::warn!(remote = %r.remote, object = %r.object, reason = %r.reason,
-                    "rejected");
-            }
+        let mut new = now.iter().filter(|r| !self.logged.contains(*r));
+        for r in new.by_ref().take(LOG_REJECTIONS) {
+            tracing::warn!(remote = %r.remote, object = %r.object, reason = %r.reason,
+                "rejected");
+        }
+        let more = new.count();
+        if more > 0 {
+            tracing::warn!(more, "more objects rejected (sdn-tunnel status lists them)");
         }
         self.logged = current;
     }
@@ -164,5 +178,6 @@ fn remote_status(v: &RemoteView, d: &Desired) -> RemoteStatus {
             .filter(|r| r.remote == v.remote)
             .cloned()
             .collect(),
+        limits_hit: v.snapshot.limits_hit.clone(),
     }
 }

@@ -154,6 +154,7 @@ impl Config {
         c.proxy(self);
         c.dns(self);
         c.http(self);
+        c.limits(self);
         c.remotes(self);
         c.overlaps(self);
         c.errors
@@ -333,6 +334,21 @@ impl Checker {
                     h.ready_timeout_seconds
                 ),
             );
+        }
+    }
+
+    fn limits(&mut self, cfg: &Config) {
+        let l = &cfg.limits;
+        for (field, v, min) in [
+            ("limits.nodes", l.nodes, 1),
+            ("limits.services", l.services, 1),
+            ("limits.endpointSlices", l.endpoint_slices, 1),
+            // A page of a list holds up to 500 objects of a few KiB.
+            ("limits.messageBytes", l.message_bytes, 1 << 20),
+        ] {
+            if v < min {
+                self.err(field, format!("{v} is below the minimum {min}"));
+            }
         }
     }
 

@@ -1191,6 +1191,7 @@ mod tests {
                     services: 0,
                     endpoints: 0,
                     rejected: vec![],
+                    limits_hit: vec![],
                 }],
                 ..Default::default()
             }),

@@ -156,7 +156,9 @@ fn drops(reg: &mut Registry, s: &AgentStatus) {
         "Packets the tunnel dropped, by reason (no_peer: no peer's AllowedIPs match the \
          destination; bad_packet: malformed or failed authentication; replay; rate_limited: \
          handshake load shedding; unknown_peer; bad_source: source outside the sender's \
-         AllowedIPs; no_endpoint; tun_write, udp_send: local errors).",
+         AllowedIPs; bad_destination: a peer's packet for anything but this node's pods; \
+         bad_source_out: a packet entering the tunnel with a source not of this node's pods; \
+         no_endpoint; tun_write, udp_send: local errors).",
     );
     for (reason, v) in [
         ("no_peer", c.dropped_no_peer),
@@ -166,6 +168,8 @@ fn drops(reg: &mut Registry, s: &AgentStatus) {
         ("rate_limited", c.dropped_rate_limited),
         ("unknown_peer", c.dropped_unknown_peer),
         ("bad_source", c.dropped_bad_source),
+        ("bad_destination", c.dropped_bad_destination),
+        ("bad_source_out", c.dropped_bad_source_out),
         ("tun_write", c.dropped_tun_write),
         ("udp_send", c.dropped_udp_send),
     ] {
@@ -220,9 +224,28 @@ fn remotes(reg: &mut Registry, input: &RenderInput<'_>) {
         "remote_rejected_objects",
         "Objects of the remote refused, by reason class.",
     );
+    let at_limit = gauge_family(
+        reg,
+        "remote_at_limit",
+        "1 while the remote has more objects of a kind than config limits allows (the rest \
+         are ignored).",
+    );
+    let ignored = gauge_family(
+        reg,
+        "remote_ignored_objects",
+        "Objects of the remote ignored because a config limit was reached, by kind, since \
+         the agent started.",
+    );
     for r in &input.status.remotes {
         let l: Labels = vec![("remote", r.name.clone())];
         let is_stale = r.stale_since_unix.is_some();
+        for h in &r.limits_hit {
+            let l = vec![("remote", r.name.clone()), ("kind", h.kind.clone())];
+            at_limit
+                .get_or_create(&l)
+                .set(if h.now { 1.0 } else { 0.0 });
+            ignored.get_or_create(&l).set(h.ignored as f64);
+        }
         synced
             .get_or_create(&l)
             .set(if r.synced && !is_stale { 1.0 } else { 0.0 });
@@ -420,6 +443,7 @@ mod tests {
                     reason: "no podCIDRs".into(),
                 },
             ],
+            limits_hit: vec![],
         });
         s.remotes.push(RemoteStatus {
             name: "north".into(),
@@ -433,6 +457,7 @@ mod tests {
             services: 0,
             endpoints: 0,
             rejected: vec![],
+            limits_hit: vec![],
         });
         s.counters.dropped_no_peer = 9;
         s.proxy = Some(ProxyStatus {

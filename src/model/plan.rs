@@ -28,12 +28,44 @@ pub fn static_snapshots(cfg: &Config) -> Snapshots {
         .collect()
 }
 
+/// Which remote owns a public key (from the previous plan): in a conflict the owner keeps it.
+pub type KeyOwners = HashMap<[u8; 32], String>;
+
+/// [`plan_with`] without key owners (a first plan).
+pub fn plan(cfg: &Config, snapshots: &Snapshots) -> Desired {
+    plan_with(cfg, snapshots, &KeyOwners::new())
+}
+
 /// Pure: no I/O. Peers and services in config (remote) order, then snapshot order; routes =
 /// every remote's pod and service CIDRs, in config order, without duplicates.
-pub fn plan(cfg: &Config, snapshots: &Snapshots) -> Desired {
+///
+/// A public key claimed by nodes of two remotes stays with the remote that had it in the
+/// previous plan (`owners`); without one, every claim is refused: a remote that copies
+/// another's (public) key can then not take over that node's traffic, only fail to add its
+/// own. An endpoint must be a unicast address outside every CIDR of the config (ours and the
+/// remotes'): no loopback, link-local or multicast, and no reflection off our own pods or
+/// services.
+///
+/// Cost: O(n log n) in the number of nodes (key counts in a hash map, each node's pod CIDRs
+/// against the remote's accepted ones in an ordered map) plus O(e) in endpoints; the CIDR
+/// lists of the config are short and scanned linearly.
+pub fn plan_with(cfg: &Config, snapshots: &Snapshots, owners: &KeyOwners) -> Desired {
     let keepalive = Some(cfg.tunnel.persistent_keepalive).filter(|&s| s != 0);
     let mut desired = Desired::default();
-    // public key -> who claimed it first
+    let all_cidrs: Vec<IpNetwork> = cfg.all_cidrs().copied().collect();
+    // public key -> the remotes whose snapshots claim it
+    let mut claims: HashMap<[u8; 32], Vec<&str>> = HashMap::new();
+    for remote in &cfg.remotes {
+        if let Some(snap) = snapshots.get(&remote.name) {
+            for n in &snap.nodes {
+                let c = claims.entry(n.public_key).or_default();
+                if !c.contains(&remote.name.as_str()) {
+                    c.push(&remote.name);
+                }
+            }
+        }
+    }
+    // public key -> who took it in this plan (within one remote, the first node)
     let mut claimed: HashMap<[u8; 32], String> = HashMap::new();
 
     for remote in &cfg.remotes {
@@ -61,7 +93,7 @@ pub fn plan(cfg: &Config, snapshots: &Snapshots) -> Desired {
         };
         // Pod CIDRs taken by this remote's accepted nodes: an overlapping claim would steal
         // another node's traffic (longest prefix wins), so the later claim is refused.
-        let mut taken: Vec<(IpNetwork, String)> = Vec::new();
+        let mut taken = Taken::default();
         for n in &snap.nodes {
             let label = if n.name.is_empty() {
                 crate::keys::encode_key(&n.public_key)
@@ -70,18 +102,16 @@ pub fn plan(cfg: &Config, snapshots: &Snapshots) -> Desired {
             };
             let object = format!("{kind} {label}");
             let checked = confine_node(remote, n)
+                .and_then(|()| check_endpoint(n, &all_cidrs))
+                .and_then(|()| key_conflict(&remote.name, &n.public_key, &claims, owners))
                 .and_then(|()| match claimed.get(&n.public_key) {
                     Some(first) => Err(format!("duplicate publicKey (also {first})")),
                     None => Ok(()),
                 })
-                .and_then(|()| no_overlap(&taken, n));
+                .and_then(|()| taken.check(n));
             match checked {
                 Ok(()) => {
-                    taken.extend(
-                        n.pod_cidrs
-                            .iter()
-                            .map(|c| (cidr::network(c), object.clone())),
-                    );
+                    taken.insert(n, &object);
                     claimed.insert(n.public_key, format!("{object} of remote {}", remote.name));
                     desired.peers.push(DesiredPeer {
                         remote: remote.name.clone(),
@@ -112,6 +142,101 @@ pub fn plan(cfg: &Config, snapshots: &Snapshots) -> Desired {
         }
     }
     desired
+}
+
+/// The key owners of a plan's result, for the next plan.
+pub fn key_owners(d: &Desired) -> KeyOwners {
+    d.peers
+        .iter()
+        .map(|p| (p.public_key, p.remote.clone()))
+        .collect()
+}
+
+/// A key claimed by several remotes: the previous owner keeps it, or nobody does.
+fn key_conflict(
+    remote: &str,
+    key: &[u8; 32],
+    claims: &HashMap<[u8; 32], Vec<&str>>,
+    owners: &KeyOwners,
+) -> Result<(), String> {
+    let Some(all) = claims.get(key).filter(|c| c.len() > 1) else {
+        return Ok(());
+    };
+    match owners.get(key) {
+        Some(owner) if owner == remote => Ok(()),
+        Some(owner) if all.contains(&owner.as_str()) => Err(format!(
+            "publicKey belongs to a node of remote {owner}; refused here"
+        )),
+        _ => Err(format!(
+            "publicKey claimed by nodes of several remotes ({}): refused in all of them",
+            all.join(", ")
+        )),
+    }
+}
+
+/// An endpoint must be a plain unicast address, and none of ours or the remotes' CIDRs: a
+/// remote must not make us send handshakes to ourselves, our pods or services, or another
+/// cluster's (a reflector).
+fn check_endpoint(n: &RemoteNode, all_cidrs: &[IpNetwork]) -> Result<(), String> {
+    let Some(ep) = n.endpoint else { return Ok(()) };
+    let ip = ep.ip().to_canonical();
+    let why = match ip {
+        _ if ip.is_unspecified() => Some("unspecified"),
+        _ if ip.is_loopback() => Some("loopback"),
+        _ if ip.is_multicast() => Some("multicast"),
+        IpAddr::V4(a) if a.is_link_local() => Some("link-local"),
+        IpAddr::V4(a) if a.is_broadcast() => Some("broadcast"),
+        IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
+        _ => None,
+    };
+    if let Some(why) = why {
+        return Err(format!("endpoint {ep} is a {why} address"));
+    }
+    match all_cidrs.iter().find(|c| c.contains(ip)) {
+        Some(c) => Err(format!(
+            "endpoint {ep} is inside {c}, a pod or service range of the config"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Pod CIDRs of one remote's accepted nodes, disjoint, by family and first address.
+#[derive(Default)]
+struct Taken {
+    by_start: std::collections::BTreeMap<(bool, u128), (IpNetwork, String)>,
+}
+
+impl Taken {
+    /// (family, first address) of a CIDR.
+    fn key(c: &IpNetwork) -> (bool, u128) {
+        match cidr::network(c) {
+            IpNetwork::V4(n) => (false, u32::from(n.network()) as u128),
+            IpNetwork::V6(n) => (true, u128::from(n.network())),
+        }
+    }
+
+    /// The stored CIDRs are disjoint, so a new one overlaps one of them only if it overlaps
+    /// the last one starting at or before it, or the first one starting inside it: O(log n).
+    fn check(&self, n: &RemoteNode) -> Result<(), String> {
+        for c in &n.pod_cidrs {
+            let k = Self::key(c);
+            let before = self.by_start.range(..=k).next_back();
+            let after = self.by_start.range(k..).next();
+            for (_, (t, who)) in before.into_iter().chain(after) {
+                if cidr::overlaps(t, c) {
+                    return Err(format!("podCIDR {c} overlaps {t} of {who}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, n: &RemoteNode, object: &str) {
+        for c in &n.pod_cidrs {
+            self.by_start
+                .insert(Self::key(c), (cidr::network(c), object.to_string()));
+        }
+    }
 }
 
 fn confine_node(remote: &RemoteConfig, n: &RemoteNode) -> Result<(), String> {
@@ -162,15 +287,6 @@ fn confine_service(
         }
     });
     Ok((service, dropped))
-}
-
-fn no_overlap(taken: &[(IpNetwork, String)], n: &RemoteNode) -> Result<(), String> {
-    for c in &n.pod_cidrs {
-        if let Some((t, who)) = taken.iter().find(|(t, _)| cidr::overlaps(t, c)) {
-            return Err(format!("podCIDR {c} overlaps {t} of {who}"));
-        }
-    }
-    Ok(())
 }
 
 fn inside_any(outers: &[IpNetwork], inner: &IpNetwork) -> bool {
@@ -234,6 +350,7 @@ mod tests {
             tunnel: TunnelConfig::default(),
             proxy: ProxyConfig::default(),
             http: Default::default(),
+            limits: Default::default(),
             remotes,
             dns: Default::default(),
         }
@@ -343,9 +460,8 @@ mod tests {
         assert!(r[2].reason.contains("port 0"), "{:?}", r[2]);
     }
 
-    #[test]
-    fn duplicate_key_rejected_first_wins() {
-        let cfg = config(vec![
+    fn two_remotes_claiming_k1() -> Config {
+        config(vec![
             remote(
                 "west",
                 &["10.132.0.0/14"],
@@ -358,15 +474,146 @@ mod tests {
                 &[],
                 vec![peer("c1", K1, None, &["10.136.1.0/24"])],
             ),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn a_key_claimed_by_two_remotes_goes_to_neither_without_an_owner() {
+        let cfg = two_remotes_claiming_k1();
         let d = plan(&cfg, &static_snapshots(&cfg));
+        assert!(d.peers.is_empty(), "{:?}", d.peers);
+        assert_eq!(d.rejected.len(), 2);
+        for r in &d.rejected {
+            assert_eq!(
+                r.reason,
+                "publicKey claimed by nodes of several remotes (west, north): refused in all of them"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_stays_with_the_remote_that_had_it() {
+        let cfg = two_remotes_claiming_k1();
+        let mut owners = KeyOwners::new();
+        owners.insert(keys::parse_key(K1).unwrap(), "west".into());
+        let d = plan_with(&cfg, &static_snapshots(&cfg), &owners);
         assert_eq!(d.peers.len(), 1);
         assert_eq!(d.peers[0].name.as_deref(), Some("b1"));
         assert_eq!(d.rejected.len(), 1);
         assert_eq!(d.rejected[0].remote, "north");
         assert_eq!(
             d.rejected[0].reason,
+            "publicKey belongs to a node of remote west; refused here"
+        );
+        assert_eq!(key_owners(&d), owners);
+    }
+
+    #[test]
+    fn duplicate_key_within_one_remote_first_wins() {
+        let cfg = config(vec![remote(
+            "west",
+            &["10.132.0.0/14"],
+            &[],
+            vec![
+                peer("b1", K1, None, &["10.132.1.0/24"]),
+                peer("b2", K1, None, &["10.132.2.0/24"]),
+            ],
+        )]);
+        let d = plan(&cfg, &static_snapshots(&cfg));
+        assert_eq!(d.peers.len(), 1);
+        assert_eq!(
+            d.rejected[0].reason,
             "duplicate publicKey (also peer b1 of remote west)"
+        );
+    }
+
+    #[test]
+    fn endpoints_must_be_unicast_and_outside_every_range() {
+        use crate::source::{RemoteNode, RemoteSnapshot};
+        let mut west = remote("west", &["10.132.0.0/14"], &["10.101.0.0/16"], vec![]);
+        west.static_source = None;
+        west.kubeconfig = Some("/k".into());
+        let cfg = config(vec![west]);
+        let keys_: Vec<[u8; 32]> = (0..8)
+            .map(|_| keys::public_from_private(&keys::generate_private()))
+            .collect();
+        let eps = [
+            ("127.0.0.1:51830", "loopback"),
+            ("169.254.1.1:51830", "link-local"),
+            ("[fe80::1]:51830", "link-local"),
+            ("224.0.0.1:51830", "multicast"),
+            ("0.0.0.0:51830", "unspecified"),
+            ("10.128.0.5:51830", "inside 10.128.0.0/14"),
+            ("10.101.0.10:51830", "inside 10.101.0.0/16"),
+            ("192.0.2.11:51830", ""),
+        ];
+        let nodes = eps
+            .iter()
+            .enumerate()
+            .map(|(i, (ep, _))| RemoteNode {
+                name: format!("b{i}"),
+                public_key: keys_[i],
+                endpoint: Some(ep.parse().unwrap()),
+                pod_cidrs: vec![n(&format!("10.132.{i}.0/24"))],
+            })
+            .collect();
+        let mut snaps = Snapshots::new();
+        snaps.insert(
+            "west".into(),
+            std::sync::Arc::new(RemoteSnapshot {
+                nodes,
+                ..Default::default()
+            }),
+        );
+        let d = plan(&cfg, &snaps);
+        assert_eq!(d.peers.len(), 1, "{:?}", d.rejected);
+        assert_eq!(d.peers[0].name.as_deref(), Some("b7"));
+        for (i, (_, why)) in eps.iter().enumerate().take(7) {
+            let r = d
+                .rejected
+                .iter()
+                .find(|r| r.object == format!("node b{i}"))
+                .unwrap();
+            assert!(r.reason.contains(why), "b{i}: {}", r.reason);
+        }
+    }
+
+    #[test]
+    fn a_wider_claim_overlapping_earlier_narrow_ones_is_refused() {
+        use crate::source::{RemoteNode, RemoteSnapshot};
+        let mut west = remote("west", &["10.132.0.0/14"], &[], vec![]);
+        west.static_source = None;
+        west.kubeconfig = Some("/k".into());
+        let cfg = config(vec![west]);
+        let node = |name: &str, cidr: &str| RemoteNode {
+            name: name.into(),
+            public_key: keys::public_from_private(&keys::generate_private()),
+            endpoint: None,
+            pod_cidrs: vec![n(cidr)],
+        };
+        let mut snaps = Snapshots::new();
+        snaps.insert(
+            "west".into(),
+            std::sync::Arc::new(RemoteSnapshot {
+                nodes: vec![
+                    node("b1", "10.132.5.0/24"),
+                    node("b2", "10.132.9.0/24"),
+                    node("wide", "10.132.0.0/16"),
+                    node("b3", "10.133.0.0/24"),
+                ],
+                ..Default::default()
+            }),
+        );
+        let d = plan(&cfg, &snaps);
+        let names: Vec<_> = d.peers.iter().filter_map(|p| p.name.clone()).collect();
+        assert_eq!(names, ["b1", "b2", "b3"]);
+        assert_eq!(d.rejected.len(), 1);
+        assert!(
+            d.rejected[0]
+                .reason
+                .contains("overlaps 10.132.5.0/24 of node b1"),
+            "{:?}",
+            d.rejected
         );
     }
 

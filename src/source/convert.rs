@@ -20,10 +20,53 @@ pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 pub const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
 /// Most ports a service may declare here (the API allows far fewer in practice).
 const MAX_PORTS: usize = 256;
+/// Most endpoints in one EndpointSlice (the API server's own limit).
+pub const MAX_SLICE_ENDPOINTS: usize = 1000;
+
+/// A remote string as it may appear in our messages, logs and `status`: control characters
+/// escaped (no terminal escape sequences from a hostile API), at most 64 characters.
+pub fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(64).flat_map(char::escape_debug).collect();
+    if s.chars().count() > 64 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// A DNS subdomain (RFC 1123, as Kubernetes names Nodes): lower-case alphanumerics, '-' and
+/// '.', at most 253 characters, alphanumeric at both ends.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A DNS label (RFC 1123, as Kubernetes names namespaces and Services): at most 63 characters.
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Port names become DNS SRV labels and status text: empty, or a DNS label.
+fn check_port_name(name: Option<&str>) -> Result<(), String> {
+    match name {
+        Some(n) if !n.is_empty() && !is_dns_label(n) => {
+            Err(format!("port name '{}' is not a DNS label", shown(n)))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// A Node without our public-key annotation doesn't run the agent: `Ok(None)`.
 pub fn node(n: &Node) -> Result<Option<RemoteNode>, String> {
     let name = n.metadata.name.clone().unwrap_or_default();
+    // Names end up in metric labels, logs and the terminal (`status`).
+    if !is_dns_subdomain(&name) {
+        return Err(format!("name '{}' is not a DNS subdomain", shown(&name)));
+    }
     let empty = BTreeMap::new();
     let ann = n.metadata.annotations.as_ref().unwrap_or(&empty);
     for key in [
@@ -106,7 +149,7 @@ pub fn node_pod_cidrs(n: &Node) -> Result<Vec<IpNetwork>, String> {
         .map(|s| {
             let net: IpNetwork = s
                 .parse()
-                .map_err(|e| format!("{field}: '{s}' is not a CIDR: {e}"))?;
+                .map_err(|e| format!("{field}: '{}' is not a CIDR: {e}", shown(s)))?;
             Ok(crate::cidr::network(&net))
         })
         .collect()
@@ -116,7 +159,10 @@ pub fn node_pod_cidrs(n: &Node) -> Result<Vec<IpNetwork>, String> {
 pub fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     let addr: SocketAddr = s.parse().map_err(|_| {
-        format!("'{s}' is not an address:port with an IP literal (e.g. 192.0.2.7:51820 or [2001:db8::7]:51820)")
+        format!(
+            "'{}' is not an address:port with an IP literal (e.g. 192.0.2.7:51820 or [2001:db8::7]:51820)",
+            shown(s)
+        )
     })?;
     if addr.port() == 0 {
         return Err(format!("'{s}': port 0"));
@@ -132,6 +178,14 @@ pub fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
 pub fn service(s: &Service) -> Result<Option<RemoteService>, String> {
     let namespace = s.metadata.namespace.clone().unwrap_or_default();
     let name = s.metadata.name.clone().unwrap_or_default();
+    // Names become DNS names, metric labels and status lines.
+    if !is_dns_label(&namespace) || !is_dns_label(&name) {
+        return Err(format!(
+            "name '{}/{}' is not a namespace/name of DNS labels",
+            shown(&namespace),
+            shown(&name)
+        ));
+    }
     let Some(spec) = s.spec.as_ref() else {
         return Err("no spec".into());
     };
@@ -169,6 +223,7 @@ pub fn service(s: &Service) -> Result<Option<RemoteService>, String> {
             .ok()
             .filter(|&p| p != 0)
             .ok_or_else(|| format!("spec.ports: port {} out of range", p.port))?;
+        check_port_name(p.name.as_deref())?;
         ports.push(ServicePort {
             name: p.name.clone().unwrap_or_default(),
             port,
@@ -222,6 +277,15 @@ pub fn endpoint_slice(s: &EndpointSlice) -> Result<Option<SliceData>, String> {
     if s.address_type == "FQDN" {
         return Ok(None);
     }
+    let n = s.endpoints.as_ref().map_or(0, Vec::len);
+    if n > MAX_SLICE_ENDPOINTS {
+        return Err(format!(
+            "{n} endpoints (a slice holds at most {MAX_SLICE_ENDPOINTS})"
+        ));
+    }
+    if s.ports.as_ref().is_some_and(|p| p.len() > MAX_PORTS) {
+        return Err(format!("more than {MAX_PORTS} ports"));
+    }
     let mut ports = Vec::new();
     for p in s.ports.as_deref().unwrap_or_default() {
         let Some(port) = p.port else { continue };
@@ -229,6 +293,7 @@ pub fn endpoint_slice(s: &EndpointSlice) -> Result<Option<SliceData>, String> {
             .ok()
             .filter(|&p| p != 0)
             .ok_or_else(|| format!("ports: port {port} out of range"))?;
+        check_port_name(p.name.as_deref())?;
         ports.push(EndpointPort {
             name: p.name.clone().unwrap_or_default(),
             port,
@@ -253,7 +318,8 @@ pub fn endpoint_slice(s: &EndpointSlice) -> Result<Option<SliceData>, String> {
         let ready = cond.and_then(|c| c.ready).unwrap_or(true);
         endpoints.push(Endpoint {
             ip,
-            node_name: e.node_name.clone(),
+            // Shown in status; a name that is no Node name is dropped, not shown.
+            node_name: e.node_name.clone().filter(|n| is_dns_subdomain(n)),
             ready,
             serving: cond.and_then(|c| c.serving).unwrap_or(ready),
             terminating: cond.and_then(|c| c.terminating).unwrap_or(false),
@@ -264,6 +330,37 @@ pub fn endpoint_slice(s: &EndpointSlice) -> Result<Option<SliceData>, String> {
         service: service.clone(),
         endpoints,
     }))
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_and_shown_escaped() {
+        assert!(is_dns_subdomain("b1.west.example"));
+        assert!(is_dns_label("kube-system"));
+        for bad in [
+            "",
+            "B1",
+            "-b1",
+            "b1-",
+            "a_b",
+            "b1\u{1b}[31m",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+        assert!(!is_dns_subdomain("a..b") && !is_dns_subdomain(&"a.".repeat(130)));
+        assert_eq!(shown("b1\u{1b}[2J"), "b1\\u{1b}[2J");
+        assert_eq!(shown(&"x".repeat(70)), format!("{}...", "x".repeat(64)));
+        let n: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "evil\u{1b}[2J", "annotations": {"sdn-tunnel.io/public-key": "x"}}
+        }))
+        .unwrap();
+        let e = node(&n).unwrap_err();
+        assert!(e.contains("\\u{1b}") && !e.contains('\u{1b}'), "{e}");
+    }
 }
 
 #[cfg(test)]

@@ -58,10 +58,30 @@ pub async fn local_client(api: &LocalApi) -> Result<Client, KubeClientError> {
     }
 }
 
-pub async fn from_kubeconfig(
+/// The client of a *remote* cluster: its kubeconfig must be data only
+/// ([`super::kubeconfig_policy`]); an `exec` plugin or a file path is refused, never run. No
+/// message (watch event, list page) from it may be longer than `message_bytes`
+/// ([`super::message_limit`]).
+pub async fn from_remote_kubeconfig(
     path: &Path,
     context: Option<&str>,
+    message_bytes: usize,
 ) -> Result<Client, KubeClientError> {
+    let err = |reason: String| KubeClientError::Kubeconfig {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(format!("failed to read kubeconfig: {e}")))?;
+    super::kubeconfig_policy::check(&text).map_err(err)?;
+    let cfg = config_from(path, context).await?;
+    Ok(kube::client::ClientBuilder::try_from(cfg)
+        .map_err(|e| KubeClientError::Client(e.to_string()))?
+        .with_layer(&super::message_limit::MessageLimitLayer(message_bytes))
+        .build())
+}
+
+async fn config_from(path: &Path, context: Option<&str>) -> Result<Config, KubeClientError> {
     let err = |reason: String| KubeClientError::Kubeconfig {
         path: path.to_path_buf(),
         reason,
@@ -75,5 +95,14 @@ pub async fn from_kubeconfig(
         .await
         .map_err(|e| err(e.to_string()))?;
     cfg.connect_timeout = Some(CONNECT_TIMEOUT);
+    Ok(cfg)
+}
+
+/// A client from a kubeconfig of this operator's choosing (the local cluster's, or a test's).
+pub async fn from_kubeconfig(
+    path: &Path,
+    context: Option<&str>,
+) -> Result<Client, KubeClientError> {
+    let cfg = config_from(path, context).await?;
     Client::try_from(cfg).map_err(|e| KubeClientError::Client(e.to_string()))
 }

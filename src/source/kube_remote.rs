@@ -39,6 +39,8 @@ pub struct KubeRemote {
     pub name: String,
     pub kubeconfig: PathBuf,
     pub context: Option<String>,
+    /// What this remote may cost us (config `limits`).
+    pub limits: crate::config::LimitsConfig,
 }
 
 // One lives at a time (moved straight into the store), so the size spread costs nothing.
@@ -56,7 +58,7 @@ impl KubeRemote {
     /// atomically, so nothing flaps.
     pub async fn run(self, tx: watch::Sender<RemoteView>, changed: Arc<Notify>) {
         let mut health = SourceHealth::new(SourceKind::Kube);
-        let mut store = RemoteStore::new(&self.name);
+        let mut store = RemoteStore::with_limits(&self.name, (&self.limits).into());
         let mut was_synced = false;
         let mut conn = self.connect(&tx, &changed, &mut health).await;
         loop {
@@ -88,7 +90,13 @@ impl KubeRemote {
     ) -> (Client, Option<u64>) {
         loop {
             let fp = fingerprint(&self.kubeconfig);
-            match kube_client::from_kubeconfig(&self.kubeconfig, self.context.as_deref()).await {
+            match kube_client::from_remote_kubeconfig(
+                &self.kubeconfig,
+                self.context.as_deref(),
+                self.limits.message_bytes,
+            )
+            .await
+            {
                 Ok(c) => return (c, fp),
                 Err(e) => {
                     let msg = e.to_string();
@@ -163,7 +171,7 @@ impl KubeRemote {
                         continue;
                     }
                     let ctx = self.context.as_deref();
-                    match kube_client::from_kubeconfig(&self.kubeconfig, ctx).await {
+                    match kube_client::from_remote_kubeconfig(&self.kubeconfig, ctx, self.limits.message_bytes).await {
                         Ok(c) => {
                             if dirty {
                                 self.publish(store, health, tx, changed, was_synced);

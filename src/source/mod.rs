@@ -8,6 +8,8 @@
 pub mod convert;
 pub mod kube_client;
 pub mod kube_remote;
+pub mod kubeconfig_policy;
+pub mod message_limit;
 pub mod own_node;
 pub mod static_source;
 pub mod store;
@@ -116,6 +118,19 @@ impl RemoteService {
 /// An object a source or `plan()` refused, with the reason.
 pub use crate::model::Rejected;
 
+/// A limit of `limits` that a remote reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitHit {
+    /// nodes, services or endpointslices.
+    pub kind: String,
+    pub limit: usize,
+    /// Objects ignored so far.
+    pub ignored: u64,
+    /// Still at the limit (the latest list or event did not fit).
+    pub now: bool,
+}
+
 /// Everything one remote cluster currently offers. Nodes and services are sorted by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RemoteSnapshot {
@@ -124,6 +139,8 @@ pub struct RemoteSnapshot {
     /// Objects the source could not even parse (malformed key, endpoint, CIDR, oversized
     /// annotation). CIDR confinement is `plan()`'s job and adds its own rejections.
     pub rejected: Vec<Rejected>,
+    /// Limits (config `limits`) this remote reached.
+    pub limits_hit: Vec<LimitHit>,
     /// namespace/service -> when it last changed (watch events after the first sync only).
     #[serde(skip)]
     pub changed_at: std::collections::BTreeMap<String, std::time::SystemTime>,

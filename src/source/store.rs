@@ -3,7 +3,7 @@
 //! (an `Init` .. `InitDone` sequence replaces a table atomically) are unit-tested here.
 
 use super::convert::{self, SliceData};
-use super::{Rejected, RemoteNode, RemoteService, RemoteSnapshot};
+use super::{LimitHit, Rejected, RemoteNode, RemoteService, RemoteSnapshot};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, HashMap};
@@ -12,13 +12,20 @@ use std::time::{Duration, SystemTime};
 /// `Ok(None)`: an object that isn't relevant (no agent on the node, ExternalName service...).
 type Converted<T> = Result<Option<T>, String>;
 
-/// One kind's objects by key (name or namespace/name), with a buffer for a re-list.
+/// One kind's objects by key (name or namespace/name), with a buffer for a re-list, at most
+/// `cap` of them: an object beyond that is ignored and counted (a hostile or broken remote
+/// costs a bounded amount of memory). Every operation is O(log n).
 #[derive(Debug)]
 pub struct Table<T> {
     items: BTreeMap<String, Converted<T>>,
     relist: Option<BTreeMap<String, Converted<T>>>,
     /// A full list has completed at least once.
     pub synced: bool,
+    pub cap: usize,
+    /// Objects ignored because the table was full (since the agent started).
+    pub ignored: u64,
+    /// Whether the latest list or event found the table full.
+    pub full: bool,
 }
 
 impl<T> Default for Table<T> {
@@ -27,13 +34,47 @@ impl<T> Default for Table<T> {
             items: BTreeMap::new(),
             relist: None,
             synced: false,
+            cap: usize::MAX,
+            ignored: 0,
+            full: false,
         }
     }
 }
 
 impl<T> Table<T> {
+    pub fn with_cap(cap: usize) -> Self {
+        Table {
+            cap,
+            ..Default::default()
+        }
+    }
+
+    /// Inserts into `map` unless that would exceed `cap` (a known key is always replaced).
+    fn insert_capped(
+        map: &mut BTreeMap<String, Converted<T>>,
+        cap: usize,
+        ignored: &mut u64,
+        full: &mut bool,
+        key: String,
+        v: Converted<T>,
+    ) {
+        if map.len() >= cap && !map.contains_key(&key) {
+            *ignored += 1;
+            *full = true;
+            return;
+        }
+        map.insert(key, v);
+    }
+
     pub fn apply(&mut self, key: String, v: Converted<T>) {
-        self.items.insert(key, v);
+        Self::insert_capped(
+            &mut self.items,
+            self.cap,
+            &mut self.ignored,
+            &mut self.full,
+            key,
+            v,
+        );
     }
 
     pub fn delete(&mut self, key: &str) {
@@ -43,10 +84,12 @@ impl<T> Table<T> {
     /// A (re-)list starts: collect into a buffer; the old items stay visible until it's done.
     pub fn init(&mut self) {
         self.relist = Some(BTreeMap::new());
+        self.full = false;
     }
 
     pub fn init_apply(&mut self, key: String, v: Converted<T>) {
-        self.relist.get_or_insert_with(BTreeMap::new).insert(key, v);
+        let map = self.relist.get_or_insert_with(BTreeMap::new);
+        Self::insert_capped(map, self.cap, &mut self.ignored, &mut self.full, key, v);
     }
 
     /// The list is complete: objects not listed are gone.
@@ -67,6 +110,24 @@ impl<T> Table<T> {
 
     fn iter(&self) -> impl Iterator<Item = (&String, &Converted<T>)> {
         self.items.iter()
+    }
+}
+
+/// The tables' caps (config `limits`).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    pub nodes: usize,
+    pub services: usize,
+    pub slices: usize,
+}
+
+impl From<&crate::config::LimitsConfig> for StoreLimits {
+    fn from(l: &crate::config::LimitsConfig) -> Self {
+        StoreLimits {
+            nodes: l.nodes,
+            services: l.services,
+            slices: l.endpoint_slices,
+        }
     }
 }
 
@@ -123,6 +184,44 @@ impl RemoteStore {
         }
     }
 
+    pub fn with_limits(remote: &str, l: StoreLimits) -> RemoteStore {
+        RemoteStore {
+            remote: remote.to_string(),
+            nodes: Table::with_cap(l.nodes),
+            services: Table::with_cap(l.services),
+            slices: Table::with_cap(l.slices),
+            ..Default::default()
+        }
+    }
+
+    /// The limits that were hit: "nodes: 5000 (limit; 12 ignored)".
+    pub fn limits_hit(&self) -> Vec<LimitHit> {
+        [
+            ("nodes", self.nodes.full, self.nodes.cap, self.nodes.ignored),
+            (
+                "services",
+                self.services.full,
+                self.services.cap,
+                self.services.ignored,
+            ),
+            (
+                "endpointslices",
+                self.slices.full,
+                self.slices.cap,
+                self.slices.ignored,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, full, _, ignored)| *full || *ignored > 0)
+        .map(|(kind, full, limit, ignored)| LimitHit {
+            kind: kind.into(),
+            limit,
+            ignored,
+            now: full,
+        })
+        .collect()
+    }
+
     /// Records a change of a service (or its slices) seen by a watch event.
     pub fn note_change(&mut self, service_key: String, at: SystemTime) {
         if self.synced() {
@@ -155,11 +254,14 @@ impl RemoteStore {
     /// Builds the snapshot: nodes that run the agent, services with the endpoints of all their
     /// slices, and the objects that could not be converted.
     pub fn snapshot(&self) -> RemoteSnapshot {
-        let mut snap = RemoteSnapshot::default();
+        let mut snap = RemoteSnapshot {
+            limits_hit: self.limits_hit(),
+            ..Default::default()
+        };
         let mut reject = |kind: &str, key: &str, reason: &str| {
             snap.rejected.push(Rejected {
                 remote: self.remote.clone(),
-                object: format!("{kind} {key}"),
+                object: format!("{kind} {}", convert::shown(key)),
                 reason: reason.to_string(),
             })
         };
@@ -208,6 +310,45 @@ impl RemoteStore {
             }
         }
         snap
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_table_ignores_new_keys_and_counts_them() {
+        let mut t: Table<u32> = Table::with_cap(2);
+        t.apply("a".into(), Ok(Some(1)));
+        t.apply("b".into(), Ok(Some(2)));
+        t.apply("c".into(), Ok(Some(3)));
+        assert_eq!((t.len(), t.ignored, t.full), (2, 1, true));
+        // A known key is still updated; a deletion makes room.
+        t.apply("a".into(), Ok(Some(9)));
+        t.delete("b");
+        t.apply("c".into(), Ok(Some(3)));
+        assert_eq!(t.len(), 2);
+        // A re-list is capped the same way and resets "full" when it fits.
+        t.init();
+        for k in ["x", "y", "z"] {
+            t.init_apply(k.into(), Ok(Some(0)));
+        }
+        t.init_done();
+        assert_eq!((t.len(), t.ignored, t.full), (2, 2, true));
+        t.init();
+        t.init_apply("x".into(), Ok(Some(0)));
+        t.init_done();
+        assert!(!t.full);
+        let st = RemoteStore::with_limits(
+            "west",
+            StoreLimits {
+                nodes: 1,
+                services: 5,
+                slices: 5,
+            },
+        );
+        assert!(st.limits_hit().is_empty());
     }
 }
 

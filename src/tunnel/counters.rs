@@ -35,6 +35,11 @@ counters! {
     dropped_unknown_peer,
     /// Decrypted packet whose source is outside the sending peer's AllowedIPs.
     dropped_bad_source,
+    /// Decrypted packet for an address outside this node's pod CIDRs (the node itself, a
+    /// local ClusterIP, the underlay, another node's pods): a peer may reach only our pods.
+    dropped_bad_destination,
+    /// Packet entering the tunnel with a source outside this node's pod CIDRs.
+    dropped_bad_source_out,
     /// Write to the TUN device failed.
     dropped_tun_write,
     /// UDP send failed.

@@ -20,6 +20,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
+use ipnetwork::IpNetwork;
 use rand_core::{OsRng, RngCore};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +49,9 @@ pub struct Device {
     /// Swapped as a whole on key rotation; only handshakes read it.
     identity: ArcSwap<Identity>,
     peers: ArcSwap<PeerSet>,
+    /// This node's pod CIDRs: the only destinations a peer's packets may have, and the only
+    /// sources packets entering the tunnel may have. Empty (not known yet): nothing passes.
+    local_cidrs: ArcSwap<Vec<IpNetwork>>,
     pub counters: Counters,
     /// Heartbeats of the packet threads and the timer loop, for `/healthz`.
     pub beats: DeviceBeats,
@@ -82,6 +86,25 @@ impl Identity {
             private,
             public,
         }
+    }
+}
+
+fn contains(cidrs: &[IpNetwork], ip: IpAddr) -> bool {
+    cidrs.iter().any(|c| c.contains(ip))
+}
+
+/// The source address of an IPv4 or IPv6 packet.
+fn src_address(pkt: &[u8]) -> Option<IpAddr> {
+    match pkt.first()? >> 4 {
+        4 if pkt.len() >= 20 => {
+            let b: [u8; 4] = pkt[12..16].try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        6 if pkt.len() >= 40 => {
+            let b: [u8; 16] = pkt[8..24].try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
     }
 }
 
@@ -126,6 +149,7 @@ impl Device {
             stopping: AtomicBool::new(false),
             identity: ArcSwap::from_pointee(Identity::new(private_key)),
             peers: ArcSwap::from_pointee(PeerSet::default()),
+            local_cidrs: ArcSwap::from_pointee(Vec::new()),
             counters: Counters::default(),
             beats: DeviceBeats::default(),
         }))
@@ -157,6 +181,11 @@ impl Device {
             );
         }
         true
+    }
+
+    /// This node's pod CIDRs (see [`Device::local_cidrs`]): a handful, checked linearly.
+    pub fn set_local_cidrs(&self, cidrs: Vec<IpNetwork>) {
+        self.local_cidrs.store(Arc::new(cidrs));
     }
 
     pub fn peers(&self) -> Arc<PeerSet> {
@@ -342,6 +371,12 @@ impl Device {
             Counters::inc(&self.counters.dropped_bad_packet);
             return;
         };
+        // Only this node's pods (and the host with a source from their range) may send into
+        // the tunnel; a remote would drop anything else anyway, after the work of encrypting.
+        if !src_address(pkt).is_some_and(|s| contains(&self.local_cidrs.load(), s)) {
+            Counters::inc(&self.counters.dropped_bad_source_out);
+            return;
+        }
         let Some(peer) = peers.route(dst) else {
             Counters::inc(&self.counters.dropped_no_peer);
             return;
@@ -538,6 +573,13 @@ impl Device {
         if !peers.source_allowed(peer, src) {
             return Counters::inc(&self.counters.dropped_bad_source);
         }
+        // A peer may reach our pods, nothing else: not this node's own addresses outside the
+        // pod range, local ClusterIPs (checked before kube-proxy's DNAT), the underlay, or
+        // other nodes' pods. (The node's own address inside the pod range, e.g. the bridge
+        // gateway, is left to the nft input guard: only replies to our connections pass.)
+        if !Tunn::dst_address(pkt).is_some_and(|d| contains(&self.local_cidrs.load(), d)) {
+            return Counters::inc(&self.counters.dropped_bad_destination);
+        }
         if let Err(e) = self.tun.write(pkt) {
             tracing::debug!(error = %e, "tun write failed");
             Counters::inc(&self.counters.dropped_tun_write);
@@ -601,7 +643,29 @@ enum Dir {
 
 #[cfg(test)]
 mod tests {
-    use super::authenticated;
+    use super::{authenticated, contains, src_address};
+    use std::net::IpAddr;
+
+    #[test]
+    fn source_addresses_and_cidrs() {
+        let mut v4 = vec![0u8; 20];
+        v4[0] = 0x45;
+        v4[12..16].copy_from_slice(&[10, 128, 0, 7]);
+        assert_eq!(
+            src_address(&v4),
+            Some("10.128.0.7".parse::<IpAddr>().unwrap())
+        );
+        let mut v6 = vec![0u8; 40];
+        v6[0] = 0x60;
+        v6[8] = 0xfd;
+        assert_eq!(src_address(&v6), Some("fd00::".parse::<IpAddr>().unwrap()));
+        assert_eq!(src_address(&v4[..19]), None);
+        assert_eq!(src_address(&[]), None);
+        let cidrs = vec!["10.128.0.0/24".parse().unwrap()];
+        assert!(contains(&cidrs, "10.128.0.7".parse().unwrap()));
+        assert!(!contains(&cidrs, "10.128.1.7".parse().unwrap()));
+        assert!(!contains(&[], "10.128.0.7".parse().unwrap()));
+    }
 
     #[test]
     fn only_proofs_of_the_peer_key_count() {

@@ -1,12 +1,16 @@
 //! The TUN device: opened from /dev/net/tun (IFF_TUN | IFF_NO_PI), non-blocking, one packet per
-//! read/write. Not persistent: the kernel removes the device when our fd closes, so a crashed
-//! agent leaves no device behind.
+//! read/write. Persistent (TUNSETPERSIST): the device, and the routes through it, outlive the
+//! agent. While no agent holds it the device has no carrier and the kernel drops what is routed
+//! to it, so traffic for the remote clusters is never sent in plaintext by another route while
+//! the agent is stopped, crashed or restarting (fail closed); the next agent attaches to it.
+//! `sdn-tunnel cleanup` (or an uninstall, see agent::shutdown) deletes it.
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 
 pub struct Tun {
     fd: OwnedFd,
@@ -21,7 +25,7 @@ struct IfReq {
 }
 
 impl Tun {
-    /// Creates (or attaches to) the TUN device `name`.
+    /// Creates, or attaches to (after a restart), the persistent TUN device `name`.
     pub fn create(name: &str) -> io::Result<Tun> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(io::Error::new(
@@ -66,6 +70,14 @@ impl Tun {
         let actual = unsafe { CStr::from_ptr(req.name.as_ptr()) }
             .to_string_lossy()
             .into_owned();
+        // SAFETY: TUNSETPERSIST takes an int by value.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETPERSIST as _, 1 as libc::c_ulong) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("TUNSETPERSIST {actual}: {e}"),
+            ));
+        }
         Ok(Tun { fd, name: actual })
     }
 
