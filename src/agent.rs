@@ -150,6 +150,18 @@ pub async fn run(cfg: Config) -> Result<()> {
         None
     };
 
+    // Re-planning runs in a task of its own, off this loop: a hostile remote's snapshot may
+    // take a while to plan, and the main loop's heartbeat (/healthz) must not wait for it.
+    tasks.spawn(plan_loop(
+        remotes,
+        cfg.clone(),
+        device.clone(),
+        facts.clone(),
+        dns.clone(),
+        services_tx,
+        health.beat("planner"),
+    ));
+
     let key_changed = Arc::new(Notify::new());
     let (own_cidrs_tx, mut own_cidrs) = watch::channel(None);
     match &local_api {
@@ -219,25 +231,6 @@ pub async fn run(cfg: Config) -> Result<()> {
                     Err(e) => anyhow::Error::from(e).context("agent task panicked"),
                 });
             }
-            _ = remotes.changed.notified() => {
-                tokio::time::sleep(REPLAN_DEBOUNCE).await;
-                let d = remotes.apply(&cfg, &device, &facts);
-                if let Some(h) = &dns {
-                    h.set_zones(dns_zones(&cfg, &d.services, &remotes.stale_remotes()));
-                }
-                let input = proxy::ProxyInput {
-                    services: d.services,
-                    protected: remotes.unsynced_service_cidrs(&cfg),
-                    changed_at: remotes.change_times(),
-                };
-                services_tx.send_if_modified(|cur| {
-                    if **cur == input {
-                        return false;
-                    }
-                    *cur = Arc::new(input);
-                    true
-                });
-            }
             _ = key_tick.tick() => {
                 peer_watch.poll(&device, peer_down_after);
                 if let Some(k) = key_watch.poll() {
@@ -295,6 +288,48 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     }
     outcome
+}
+
+/// Re-plans after every change of a remote's snapshot (debounced) and hands the result on:
+/// peers to the device, zones to DNS, services to the proxy, status to `facts`. Planning runs
+/// in `block_in_place`: other tasks move to another worker meanwhile. Ticks its heartbeat at
+/// least every 10 s while idle.
+async fn plan_loop(
+    mut remotes: remotes::Remotes,
+    cfg: Config,
+    device: Arc<Device>,
+    facts: Arc<RwLock<AgentFacts>>,
+    dns: Option<crate::dns::DnsHandle>,
+    services_tx: watch::Sender<Arc<proxy::ProxyInput>>,
+    beat: crate::health::Beat,
+) -> std::io::Result<()> {
+    let changed = remotes.changed.clone();
+    let mut idle = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        beat.tick();
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = idle.tick() => continue,
+        }
+        tokio::time::sleep(REPLAN_DEBOUNCE).await;
+        beat.tick();
+        let d = tokio::task::block_in_place(|| remotes.apply(&cfg, &device, &facts));
+        if let Some(h) = &dns {
+            h.set_zones(dns_zones(&cfg, &d.services, &remotes.stale_remotes()));
+        }
+        let input = proxy::ProxyInput {
+            services: d.services,
+            protected: remotes.unsynced_service_cidrs(&cfg),
+            changed_at: remotes.change_times(),
+        };
+        services_tx.send_if_modified(|cur| {
+            if **cur == input {
+                return false;
+            }
+            *cur = Arc::new(input);
+            true
+        });
+    }
 }
 
 /// The DNS zones for one plan. `stale`: remotes whose API is failing; with

@@ -6,6 +6,7 @@
 
 use super::kube_client;
 use super::store::{self, RemoteStore};
+use super::watch_health::{Failure, WatchHealth, Watcher};
 use super::{now_unix, RemoteView, SourceHealth, SourceKind};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -49,6 +50,27 @@ enum Update {
     Node(Result<Event<Node>, watcher::Error>),
     Service(Result<Event<Service>, watcher::Error>),
     Slice(Result<Event<EndpointSlice>, watcher::Error>),
+}
+
+impl Update {
+    fn watcher(&self) -> Watcher {
+        match self {
+            Update::Node(_) => Watcher::Nodes,
+            Update::Service(_) => Watcher::Services,
+            Update::Slice(_) => Watcher::Slices,
+        }
+    }
+}
+
+/// What one watcher event told us.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Nothing from the server yet (kube-runtime emits `Init` before it sends the list request).
+    Quiet,
+    /// One object of a re-list in progress: the list may still fail on a later page.
+    Page,
+    /// A completed list or a watch event; `changed`: the store's contents changed.
+    Delivered { changed: bool },
 }
 
 impl KubeRemote {
@@ -137,6 +159,7 @@ impl KubeRemote {
         let mut updates =
             futures::stream::select_all([nodes.boxed(), services.boxed(), slices.boxed()]);
         let mut dirty = false;
+        let mut watchers = WatchHealth::default();
         let mut probe = tokio::time::interval(PROBE);
         let mut reread = tokio::time::interval(KUBECONFIG_CHECK);
         reread.tick().await;
@@ -146,11 +169,13 @@ impl KubeRemote {
             tokio::select! {
                 next = updates.next() => {
                     let update = next?;
+                    let w = update.watcher();
                     match apply(store, update) {
-                        Ok(None) => {}
-                        Ok(Some(data_changed)) => {
+                        Ok(Step::Quiet | Step::Page) => {}
+                        Ok(Step::Delivered { changed: data_changed }) => {
                             health.last_sync_unix = Some(now_unix());
-                            if self.recovered(health) {
+                            watchers.delivered(w);
+                            if !watchers.any_failing() && self.recovered(health) {
                                 publish_health(tx, health, changed);
                             }
                             if data_changed && !dirty {
@@ -158,7 +183,11 @@ impl KubeRemote {
                                 debounce.as_mut().reset(tokio::time::Instant::now() + DEBOUNCE);
                             }
                         }
-                        Err(e) => self.failing(health, e.to_string(), tx, changed),
+                        Err(e) => {
+                            let msg = e.to_string();
+                            watchers.failed(w, Failure::of(&msg));
+                            self.failing(health, msg, tx, changed);
+                        }
                     }
                 }
                 () = &mut debounce, if dirty => {
@@ -189,8 +218,11 @@ impl KubeRemote {
                 _ = probe.tick(), if health.stale_since_unix.is_some() => {
                     let lp = kube::api::ListParams::default().limit(1);
                     let ok = tokio::time::timeout(PROBE, probe_api.list_metadata(&lp)).await;
-                    if matches!(ok, Ok(Ok(_))) && self.recovered(health) {
-                        publish_health(tx, health, changed);
+                    if matches!(ok, Ok(Ok(_))) {
+                        watchers.probe_ok();
+                        if !watchers.any_failing() && self.recovered(health) {
+                            publish_health(tx, health, changed);
+                        }
                     }
                 }
             }
@@ -299,9 +331,8 @@ fn publish_health(tx: &watch::Sender<RemoteView>, health: &SourceHealth, changed
     changed.notify_one();
 }
 
-/// Feeds one watcher event into the store. `Ok(None)`: no news from the server (kube-runtime
-/// emits `Init` before it even sends the list request); `Ok(Some(changed))` otherwise.
-fn apply(store: &mut RemoteStore, u: Update) -> Result<Option<bool>, watcher::Error> {
+/// Feeds one watcher event into the store.
+fn apply(store: &mut RemoteStore, u: Update) -> Result<Step, watcher::Error> {
     macro_rules! route {
         ($ev:expr, $table:expr, $conv:path) => {
             match $ev? {
@@ -315,12 +346,12 @@ fn apply(store: &mut RemoteStore, u: Update) -> Result<Option<bool>, watcher::Er
                 }
                 Event::Init => {
                     $table.init();
-                    return Ok(None);
+                    return Ok(Step::Quiet);
                 }
                 Event::InitApply(o) => {
                     let (k, v) = $conv(&o);
                     $table.init_apply(k, v);
-                    return Ok(Some(false));
+                    return Ok(Step::Page);
                 }
                 Event::InitDone => $table.init_done(),
             }
@@ -351,5 +382,5 @@ fn apply(store: &mut RemoteStore, u: Update) -> Result<Option<bool>, watcher::Er
     if let Some((key, at)) = change {
         store.note_change(key, at);
     }
-    Ok(Some(true))
+    Ok(Step::Delivered { changed: true })
 }

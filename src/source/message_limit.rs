@@ -66,6 +66,10 @@ pub struct Limited<B> {
     line: usize,
 }
 
+/// Part of [`TooLong`]'s message that survives kube's error wrapping (its chain is flattened
+/// into strings on the way out of the watcher).
+pub const MARKER: &str = "longer than limits.messageBytes";
+
 #[derive(Debug, thiserror::Error)]
 #[error("a message from the remote API is longer than limits.messageBytes ({0} bytes)")]
 pub struct TooLong(pub usize);

@@ -13,6 +13,7 @@ pub mod message_limit;
 pub mod own_node;
 pub mod static_source;
 pub mod store;
+pub mod watch_health;
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
