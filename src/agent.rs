@@ -25,11 +25,16 @@ pub mod shutdown;
 
 /// How often the key file is checked for a rotation.
 const KEY_POLL: Duration = Duration::from_secs(5);
+/// How often peers' liveness is read (once, for the log and the proxy's plan).
+const PEER_POLL: Duration = Duration::from_secs(2);
 /// Lets a burst of source updates settle into one re-plan.
 const REPLAN_DEBOUNCE: Duration = Duration::from_millis(50);
 
 pub async fn run(cfg: Config) -> Result<()> {
     let t = &cfg.tunnel;
+    // Registered before anything is built, so a signal during start-up is not lost.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let local_api = if cfg.advertises() {
         cfg.local_api()
     } else {
@@ -108,6 +113,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         protected: remotes.unsynced_service_cidrs(&cfg),
         changed_at: remotes.change_times(),
     }));
+    let (down_tx, down_rx) = watch::channel(Arc::new(observe::DownPeers::new()));
     if cfg.proxy.backend != crate::config::ProxyBackend::None {
         tracing::info!(backend = ?cfg.proxy.backend, "service proxy for remote ClusterIPs");
         tasks.spawn(
@@ -115,6 +121,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 cfg: Arc::new(cfg.clone()),
                 device: device.clone(),
                 services: services_rx,
+                down: down_rx,
                 facts: facts.clone(),
                 metrics: metrics.clone(),
                 beat: health.beat("service proxy"),
@@ -201,63 +208,106 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     let mut node_cidrs = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
     device.set_local_cidrs(node_cidrs.clone());
-    let (mut src4, mut src6) = source_addresses(&cfg, &node_cidrs, &routes).await?;
-    let mut ruleset = tunnel_ruleset(&cfg, src4, src6);
-    sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, true).await?;
-    health.set_kernel_programmed();
-    tracing::info!(
-        routes = desired.routes.len(),
-        peers = desired.peers.len(),
-        "ready"
-    );
+    // From here on every way out goes through the teardown below (a labeled block, not `?`).
+    let outcome: Result<()> = 'run: {
+        let (mut src4, mut src6) = match source_addresses(&cfg, &node_cidrs, &routes).await {
+            Ok(s) => s,
+            Err(e) => break 'run Err(e),
+        };
+        let mut ruleset = tunnel_ruleset(&cfg, src4, src6);
+        if let Err(e) =
+            sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, true).await
+        {
+            break 'run Err(e);
+        }
+        health.set_kernel_programmed();
+        tracing::info!(
+            routes = desired.routes.len(),
+            peers = desired.peers.len(),
+            "ready"
+        );
 
-    let mut key_watch = key_watch::KeyWatch::new(t.private_key_file.clone());
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut resync = tokio::time::interval(RESYNC);
-    resync.tick().await;
-    let mut key_tick = tokio::time::interval(KEY_POLL);
-    let mut peer_watch = observe::PeerWatch::default();
-    let peer_down_after = Duration::from_secs(cfg.proxy.peer_down_after_seconds.into());
-    let outcome: Result<()> = loop {
-        main_beat.tick();
-        tokio::select! {
-            _ = term.recv() => break Ok(()),
-            _ = int.recv() => break Ok(()),
-            Some(res) = tasks.join_next() => {
-                break Err(match res {
-                    Ok(Ok(())) => anyhow::anyhow!("an agent task ended unexpectedly"),
-                    Ok(Err(e)) => anyhow::Error::from(e).context("agent task failed"),
-                    Err(e) => anyhow::Error::from(e).context("agent task panicked"),
-                });
-            }
-            _ = key_tick.tick() => {
-                peer_watch.poll(&device, peer_down_after);
-                if let Some(k) = key_watch.poll() {
-                    if device.set_private_key(k) {
-                        tracing::info!(public_key = %crate::keys::encode_key(&device.public_key()),
-                            "private key rotated; sessions re-handshake");
-                        key_changed.notify_one();
-                    }
+        let mut key_watch = key_watch::KeyWatch::new(t.private_key_file.clone());
+        let mut resync = tokio::time::interval(RESYNC);
+        resync.tick().await;
+        let mut key_tick = tokio::time::interval(KEY_POLL);
+        let mut peer_tick = tokio::time::interval(PEER_POLL);
+        let mut peer_watch = observe::PeerWatch::default();
+        let peer_down_after = Duration::from_secs(cfg.proxy.peer_down_after_seconds.into());
+        let judge_peers = cfg.tunnel.persistent_keepalive != 0;
+        let mut sources_pending = false;
+        loop {
+            main_beat.tick();
+            tokio::select! {
+                _ = term.recv() => break Ok(()),
+                _ = int.recv() => break Ok(()),
+                Some(res) = tasks.join_next() => {
+                    break Err(match res {
+                        Ok(Ok(())) => anyhow::anyhow!("an agent task ended unexpectedly"),
+                        Ok(Err(e)) => anyhow::Error::from(e).context("agent task failed"),
+                        Err(e) => anyhow::Error::from(e).context("agent task panicked"),
+                    });
                 }
-            }
-            Ok(()) = own_cidrs.changed() => {
-                let now = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
-                if now != node_cidrs {
+                _ = peer_tick.tick() => {
+                    let down = peer_watch.poll(&device, peer_down_after, judge_peers);
+                    down_tx.send_if_modified(|cur| {
+                        let changed = **cur != down;
+                        if changed {
+                            *cur = Arc::new(down);
+                        }
+                        changed
+                    });
+                    continue;
+                }
+                _ = key_tick.tick() => {
+                    if let Some(k) = key_watch.poll() {
+                        if device.set_private_key(k) {
+                            tracing::info!(public_key = %crate::keys::encode_key(&device.public_key()),
+                                "private key rotated; sessions re-handshake");
+                            key_changed.notify_one();
+                        }
+                    }
+                    continue;
+                }
+                Ok(()) = own_cidrs.changed() => {
+                    let now = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
+                    if now == node_cidrs {
+                        continue;
+                    }
                     node_cidrs = now;
                     device.set_local_cidrs(node_cidrs.clone());
-                    (src4, src6) = source_addresses(&cfg, &node_cidrs, &routes).await?;
-                    ruleset = tunnel_ruleset(&cfg, src4, src6);
-                    // `true`: re-install the nft table too (its SNAT source may have changed).
-                    if let Err(e) = sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, true).await {
-                        tracing::warn!(error = %format!("{e:#}"), "route update failed; will retry");
+                    sources_pending = true;
+                }
+                _ = resync.tick() => {}
+            }
+            // Reached after a change of this node's pod CIDRs or a resync tick. New pod CIDRs mean
+            // new source addresses and a re-installed nft table (its SNAT source); until they can
+            // be found, the routes keep the old ones and each resync retries.
+            let mut reinstall = false;
+            if sources_pending {
+                match source_addresses(&cfg, &node_cidrs, &routes).await {
+                    Ok(src) => {
+                        (src4, src6) = src;
+                        ruleset = tunnel_ruleset(&cfg, src4, src6);
+                        sources_pending = false;
+                        reinstall = true;
                     }
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"),
+                    "this node's pod CIDRs changed but no source address for them; retrying at the next resync"),
                 }
             }
-            _ = resync.tick() => {
-                if let Err(e) = sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, false).await {
-                    tracing::warn!(error = %format!("{e:#}"), "resync failed; will retry");
-                }
+            if let Err(e) = sync_kernel(
+                &routes,
+                &cfg,
+                &desired.routes,
+                src4,
+                src6,
+                &ruleset,
+                reinstall,
+            )
+            .await
+            {
+                tracing::warn!(error = %format!("{e:#}"), "kernel sync failed; will retry");
             }
         }
     };

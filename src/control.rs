@@ -201,7 +201,15 @@ pub async fn serve(
 ) -> io::Result<()> {
     let listener = crate::tunnel::uapi::bind_private_socket(&path)?;
     loop {
-        let (mut stream, _) = listener.accept().await?;
+        let mut stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            // Out of fds and the like: `status` works again once the cause is gone.
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let status = {
             let f = facts.read().unwrap_or_else(|e| e.into_inner());
             snapshot(&dev, &f)

@@ -77,24 +77,24 @@ pub fn read_private_key_file(path: &Path) -> Result<[u8; 32], KeyError> {
     parse_key(&text).map_err(|_| KeyError::BadFile { path: shown })
 }
 
-/// Writes a private key file with mode 0600 (created that way, never widened).
+/// Writes a private key file with mode 0600, atomically: a temporary file in the same
+/// directory (created 0600, written, synced) is renamed over `path`, so a crash leaves the old
+/// file or the new one, never a partial key.
 pub fn write_private_key_file(path: &Path, key: &[u8; 32]) -> io::Result<()> {
-    use std::io::Write;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.set_permissions(fs::Permissions::from_mode(0o600))?;
-    writeln!(f, "{}", encode_key(key))
+    let tmp = write_temp_key(path, key)?;
+    let res = fs::rename(&tmp, path).and_then(|()| sync_parent(path));
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
 }
 
 /// Creates a fresh private key file (0600, parent directory 0700 if it has to be created)
-/// unless one exists. Returns true if it created one. O_EXCL, so two agents racing on the
-/// same path can't both write.
+/// unless one exists. Returns true if it created one. The key is written to a temporary file
+/// first and hard-linked into place (fails if `path` exists), so two agents racing on the same
+/// path can't both win and a crash never leaves an empty key file. An empty file (left by an
+/// older version that crashed mid-write) holds no key and is replaced.
 pub fn create_private_key_file_if_absent(path: &Path) -> io::Result<bool> {
-    use std::io::Write;
     use std::os::unix::fs::DirBuilderExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
@@ -104,19 +104,50 @@ pub fn create_private_key_file_if_absent(path: &Path) -> io::Result<bool> {
                 .create(dir)?;
         }
     }
-    let mut f = match fs::OpenOptions::new()
+    if fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+        tracing::warn!(path = %path.display(), "private key file is empty; replacing it with a new key");
+        write_private_key_file(path, &generate_private())?;
+        return Ok(true);
+    }
+    let tmp = write_temp_key(path, &generate_private())?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_parent(path)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A new file beside `path` (O_EXCL, mode 0600) holding `key`, synced to disk.
+fn write_temp_key(path: &Path, key: &[u8; 32]) -> io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let suffix = u64::from_le_bytes(generate_private()[..8].try_into().unwrap_or_default());
+    let tmp = path.with_file_name(format!(".{name}.{suffix:016x}.tmp"));
+    let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-        Err(e) => return Err(e),
+        .open(&tmp)?;
+    let written = writeln!(f, "{}", encode_key(key)).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+/// Makes a rename or link in `path`'s directory durable.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d,
+        None => Path::new("."),
     };
-    writeln!(f, "{}", encode_key(&generate_private()))?;
-    f.sync_all()?;
-    Ok(true)
+    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -171,6 +202,26 @@ mod tests {
         assert_eq!(dmode, 0o700);
         assert!(!create_private_key_file_if_absent(&p).unwrap());
         assert_eq!(read_private_key_file(&p).unwrap(), k);
+        // Nothing but the key is left in the directory.
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    /// An empty key file (a crash between create and write, as older versions could leave)
+    /// is replaced by a key; the agent starts instead of refusing for good.
+    #[test]
+    fn empty_key_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .unwrap();
+        assert!(create_private_key_file_if_absent(&p).unwrap());
+        read_private_key_file(&p).unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::health::{self, Health, RemoteSync, Verdict};
 use crate::http::Endpoints;
 use crate::metrics::{self, Metrics};
 use crate::tunnel::Device;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -82,20 +82,35 @@ impl Endpoints for AgentEndpoints {
 
 /// Logs a line when a peer comes up (first handshake, or again after being down) or goes
 /// down (no handshake within the threshold), so logs tell the story without per-packet noise.
+/// Peers judged down (no handshake within `proxy.peerDownAfterSeconds`), by remote and node
+/// name: read once per poll, so the proxy's plan looks peers up here instead of taking each
+/// peer's session lock (the packet threads' lock) per endpoint.
+pub type DownPeers = HashMap<String, HashSet<String>>;
+
 #[derive(Default)]
 pub struct PeerWatch {
     up: HashMap<[u8; 32], bool>,
 }
 
 impl PeerWatch {
-    pub fn poll(&mut self, device: &Device, threshold: Duration) {
+    /// Logs each peer's state change and returns the peers that are down. `judge`: whether
+    /// peers can be judged at all (without keepalives an idle but healthy peer has no handshake
+    /// either, and refusing it new connections would keep it idle). O(peers).
+    pub fn poll(&mut self, device: &Device, threshold: Duration, judge: bool) -> DownPeers {
         let peers = device.peers();
         let mut next = HashMap::with_capacity(peers.peers.len());
+        let mut down_peers = DownPeers::new();
         for p in &peers.peers {
             // One read of the peer's stats (it takes the session lock the packet threads use).
-            let last = p.stats().last_handshake;
-            let down = p.is_down_with(last, threshold);
-            let up = last.is_some() && !down;
+            let stats = p.stats();
+            let down = p.is_down_with(stats.handshake_age, threshold);
+            if judge && down {
+                let info = p.info();
+                if let Some(name) = info.name {
+                    down_peers.entry(info.remote).or_default().insert(name);
+                }
+            }
+            let up = stats.handshake_age.is_some() && !down;
             let was = self.up.get(&p.public_key).copied();
             match (was, up) {
                 (Some(false) | None, true) => {
@@ -116,5 +131,6 @@ impl PeerWatch {
             next.insert(p.public_key, up);
         }
         self.up = next;
+        down_peers
     }
 }

@@ -53,6 +53,8 @@ pub struct ProxyTask {
     pub cfg: Arc<Config>,
     pub device: Arc<Device>,
     pub services: watch::Receiver<Arc<ProxyInput>>,
+    /// Peers judged down, published by the agent's peer poll.
+    pub down: watch::Receiver<Arc<super::observe::DownPeers>>,
     pub facts: Arc<RwLock<AgentFacts>>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub beat: crate::health::Beat,
@@ -86,6 +88,11 @@ impl ProxyTask {
             self.beat.tick();
             tokio::select! {
                 r = self.services.changed() => {
+                    if r.is_err() {
+                        return Ok(());
+                    }
+                }
+                r = self.down.changed() => {
                     if r.is_err() {
                         return Ok(());
                     }
@@ -207,22 +214,13 @@ impl ProxyTask {
         }
     }
 
+    /// O(endpoints): one hash lookup per endpoint in the published down set.
     fn desired(&self) -> Vec<VirtualService> {
-        let threshold = Duration::from_secs(self.cfg.proxy.peer_down_after_seconds.into());
-        // Without keepalives an idle but healthy peer has no handshake either, and refusing
-        // new connections would keep it idle: only judge peers when keepalives are on.
-        let judge = self.cfg.tunnel.persistent_keepalive != 0;
-        let peers = self.device.peers();
+        let down_peers = self.down.borrow().clone();
         let down = |remote: &str, node: &str| {
-            judge
-                && peers
-                    .peers
-                    .iter()
-                    .find(|p| {
-                        let i = p.info();
-                        i.remote == remote && i.name.as_deref() == Some(node)
-                    })
-                    .is_some_and(|p| p.is_down(threshold))
+            down_peers
+                .get(remote)
+                .is_some_and(|nodes| nodes.contains(node))
         };
         virtual_services(&self.services.borrow().services, &down)
     }

@@ -7,7 +7,7 @@ use parking_lot::{Mutex, MutexGuard};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::RwLock;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 pub struct Peer {
     pub public_key: [u8; 32],
@@ -18,7 +18,8 @@ pub struct Peer {
     endpoint: RwLock<Option<SocketAddr>>,
     /// Wall-clock time of the last completed handshake (boringtun's own figure counts from
     /// its timer ticks, which lag a handshake that completes between them).
-    last_handshake: RwLock<Option<SystemTime>>,
+    /// When the last handshake completed: monotonic (liveness) and wall clock (display).
+    last_handshake: RwLock<Option<(Instant, SystemTime)>>,
     pub info: RwLock<PeerInfo>,
     pub created_at: std::time::Instant,
     /// Handshake initiations we sent, and those that got no response before the next one
@@ -47,7 +48,11 @@ pub struct PeerInfo {
 /// A point-in-time view for status and the UAPI.
 #[derive(Debug, Clone)]
 pub struct PeerStats {
+    /// Wall-clock time, for display only.
     pub last_handshake: Option<SystemTime>,
+    /// Monotonic age of the last handshake: what liveness is judged by (a wall-clock step
+    /// must not mark every peer down).
+    pub handshake_age: Option<Duration>,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
     pub handshake_attempts: u64,
@@ -106,7 +111,7 @@ impl Peer {
         *self
             .last_handshake
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(SystemTime::now());
+            .unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), SystemTime::now()));
     }
 
     pub fn info(&self) -> PeerInfo {
@@ -123,7 +128,8 @@ impl Peer {
                 .unwrap_or_else(|p| p.into_inner()),
         );
         PeerStats {
-            last_handshake: last,
+            last_handshake: last.map(|(_, wall)| wall),
+            handshake_age: last.map(|(mono, _)| mono.elapsed()),
             tx_bytes: tx as u64,
             rx_bytes: rx as u64,
             handshake_attempts: self.handshake_attempts.load(Relaxed),
@@ -133,18 +139,15 @@ impl Peer {
 
     /// No handshake within `threshold` (counted from the peer's creation if there never was
     /// one): the proxy sends no new connections to backends behind it.
-    pub fn is_down(&self, threshold: std::time::Duration) -> bool {
-        self.is_down_with(self.stats().last_handshake, threshold)
+    pub fn is_down(&self, threshold: Duration) -> bool {
+        self.is_down_with(self.stats().handshake_age, threshold)
     }
 
-    /// [`Peer::is_down`] for a `last_handshake` already read from [`Peer::stats`].
-    pub fn is_down_with(
-        &self,
-        last_handshake: Option<SystemTime>,
-        threshold: std::time::Duration,
-    ) -> bool {
-        match last_handshake {
-            Some(t) => t.elapsed().map(|e| e > threshold).unwrap_or(false),
+    /// [`Peer::is_down`] for a `handshake_age` already read from [`Peer::stats`]. Monotonic
+    /// clocks only.
+    pub fn is_down_with(&self, handshake_age: Option<Duration>, threshold: Duration) -> bool {
+        match handshake_age {
+            Some(age) => age > threshold,
             None => self.created_at.elapsed() > threshold,
         }
     }

@@ -49,32 +49,47 @@ pub fn render_get(dev: &Device) -> String {
     s
 }
 
-/// Binds a unix socket with mode 0600, replacing a stale socket file left by a crash.
+/// Binds a unix socket with mode 0600, replacing a stale socket file left by a crash. The
+/// socket is bound inside a fresh 0700 directory beside `path`, made 0600, and renamed into
+/// place: no window in which others could connect, and no process-wide umask change (two tasks
+/// bind sockets at once).
 pub fn bind_private_socket(path: &Path) -> io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    // Create it private from the start: no window in which others could connect.
-    let old = unsafe { libc::umask(0o077) };
-    let res = UnixListener::bind(path);
-    unsafe { libc::umask(old) };
-    let listener =
-        res.map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", path.display())))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d,
+        None => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let private = dir.join(format!(".{name}.{}.bind", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private); // a leftover of a crashed start
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("s");
+    let bound = UnixListener::bind(&staged)
+        .and_then(|l| {
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+            // rename() replaces a stale socket file atomically.
+            std::fs::rename(&staged, path)?;
+            Ok(l)
+        })
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", path.display())));
+    let _ = std::fs::remove_dir_all(&private);
+    bound
 }
 
 /// Serves the UAPI until the task is dropped.
 pub async fn serve(dev: Arc<Device>, path: PathBuf) -> io::Result<()> {
     let listener = bind_private_socket(&path)?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            // Out of fds and the like: the socket keeps serving once the cause is gone.
+            Err(e) => {
+                tracing::warn!(error = %e, "uapi accept failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let dev = dev.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(dev, stream).await {
