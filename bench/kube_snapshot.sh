@@ -10,6 +10,9 @@ NODES=${NODES:-1000}
 SERVICES=${SERVICES:-10000}
 ENDPOINTS=${ENDPOINTS:-5}
 ROUNDS=${ROUNDS:-3}
+# The agent as deployed with remote ClusterIPs on: DNS (default on) and a service proxy.
+# IPVS needs a kernel with it (not this lab's); nftables works everywhere.
+PROXY=${PROXY:-nftables}
 
 [[ $(id -u) -eq 0 ]] || { echo "kube_snapshot.sh: needs root (network namespace)" >&2; exit 1; }
 cargo build --release -q -p sdn-tunnel -p fakekube --bins
@@ -44,11 +47,13 @@ cat >"$dir/config.yaml" <<YAML
 cluster: {name: east, podCIDRs: [10.128.0.0/14], serviceCIDRs: [172.30.0.0/16]}
 node: {name: bench, podCIDRs: [10.128.0.0/24], advertise: never}
 tunnel: {device: sdnbench0, listenPort: 51999, privateKeyFile: $dir/key, runDir: $dir/run}
+proxy: {backend: $PROXY}
 remotes:
   - {name: west, podCIDRs: [10.4.0.0/14], serviceCIDRs: [10.97.0.0/16], kubeconfig: $dir/west.kubeconfig}
 YAML
 
 echo "fake remote: $NODES nodes, $SERVICES services x $ENDPOINTS endpoints"
+echo "agent: DNS on (10053), service proxy $PROXY, metrics/probes on (9477)"
 printf '%-6s %22s %16s %8s %9s %10s\n' round "first snapshot (s)" "check RSS (MB)" peers services endpoints
 for r in $(seq "$ROUNDS"); do
     out=$(ip netns exec "$ns" "$bin/sdn-tunnel" check-remote --config "$dir/config.yaml" --remote west --json)
@@ -60,18 +65,22 @@ print(f"{sys.argv[1]:<6} {r['secondsToSnapshot']:>22.2f} {r['peakRssBytes']/2**2
 PY
 done
 
-# The real agent: all peers programmed, then its RSS.
-ip netns exec "$ns" env NO_COLOR=1 "$bin/sdn-tunnel" agent --config "$dir/config.yaml" >"$dir/agent.log" 2>&1 &
+# The real agent: all peers and (with a proxy) all virtual services programmed, then its RSS.
+# AGENT_ENV ("VAR=value ...") and AGENT_WRAP (e.g. "heaptrack -o /tmp/agent") for profiling.
+read -ra agent_env <<<"${AGENT_ENV:-}"
+read -ra agent_wrap <<<"${AGENT_WRAP:-}"
+ip netns exec "$ns" env NO_COLOR=1 "${agent_env[@]}" "${agent_wrap[@]}" "$bin/sdn-tunnel" agent --config "$dir/config.yaml" >"$dir/agent.log" 2>&1 &
 agent=$!
 start=$(date +%s.%N)
 for _ in $(seq 600); do
-    peers=$(ip netns exec "$ns" "$bin/sdn-tunnel" status --config "$dir/config.yaml" --json 2>/dev/null |
-        python3 -c 'import json,sys; a=json.load(sys.stdin).get("agent") or {}; print(len(a.get("peers", [])))' 2>/dev/null || echo 0)
-    [[ $peers -ge $NODES ]] && break
+    read -r peers vs < <(ip netns exec "$ns" "$bin/sdn-tunnel" status --config "$dir/config.yaml" --json 2>/dev/null |
+        python3 -c 'import json,sys; a=json.load(sys.stdin).get("agent") or {}; print(len(a.get("peers", [])), (a.get("proxy") or {}).get("virtualServices", 0))' 2>/dev/null || echo 0 0)
+    [[ $peers -ge $NODES && ( $PROXY == none || $vs -ge $SERVICES ) ]] && break
     sleep 0.1
 done
 end=$(date +%s.%N)
+sleep 5 # a few proxy ticks and DNS queries' worth of steady state
 rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$agent/status")
 hwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$agent/status")
-echo "agent: $peers peers after $(python3 -c "print(f'{$end-$start:.2f}')") s (start to all peers, polled);" \
+echo "agent: $peers peers, $vs virtual services after $(python3 -c "print(f'{$end-$start:.2f}')") s (start to all programmed, polled);" \
     "RSS $((rss_kb / 1024)) MB, peak $((hwm_kb / 1024)) MB (target < 100 MB)"

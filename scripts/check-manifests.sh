@@ -180,6 +180,11 @@ ALLOWED_ROLES = {
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
     },
 }
+# Rules narrowed to named objects: (kind, name) -> {(group, resource): the resourceNames}.
+# Any other rule carrying resourceNames (or any nonResourceURLs) is refused.
+NARROWED_RULES = {
+    ("Role", "sdn-tunnel-agent"): {("apps", "daemonsets"): ["sdn-tunnel"]},
+}
 # Every binding of ours: role -> the only subjects it may have.
 ALLOWED_BINDINGS = {
     ("ClusterRoleBinding", "sdn-tunnel-agent"):
@@ -245,8 +250,20 @@ for o in (x for x in yaml.safe_load_all(open(stream)) if x):
             continue
         granted = {}
         for i, rule in enumerate(o.get("rules") or []):
-            if rule.get("nonResourceURLs") or rule.get("resourceNames"):
-                errors.append(f"{where}: rules[{i}]: nonResourceURLs/resourceNames not expected")
+            if rule.get("nonResourceURLs"):
+                errors.append(f"{where}: rules[{i}]: nonResourceURLs not expected")
+            names = rule.get("resourceNames")
+            if names:
+                narrowed = NARROWED_RULES.get((kind, name), {})
+                for g in rule.get("apiGroups") or []:
+                    for r in rule.get("resources") or []:
+                        if narrowed.get((g, r)) != names:
+                            errors.append(f"{where}: rules[{i}]: resourceNames {names} on "
+                                          f"{g or 'core'}/{r} not reviewed (NARROWED_RULES)")
+            elif (kind, name) in NARROWED_RULES and any(
+                    (g, r) in NARROWED_RULES[(kind, name)]
+                    for g in rule.get("apiGroups") or [] for r in rule.get("resources") or []):
+                errors.append(f"{where}: rules[{i}]: must be narrowed by resourceNames")
             for g in rule.get("apiGroups") or []:
                 for r in rule.get("resources") or []:
                     for v in rule.get("verbs") or []:

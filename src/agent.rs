@@ -379,6 +379,7 @@ async fn plan_loop(
             *cur = Arc::new(input);
             true
         });
+        crate::memory::release_freed();
     }
 }
 

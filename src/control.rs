@@ -59,7 +59,7 @@ pub struct ProxyStatus {
     pub last_sync_ms: f64,
     pub last_error: Option<String>,
     /// What the agent last programmed, with each service's remote/namespace/name.
-    pub services: Vec<crate::proxy::model::VirtualService>,
+    pub services: std::sync::Arc<Vec<crate::proxy::model::VirtualService>>,
 }
 
 /// One remote cluster as the agent sees it.

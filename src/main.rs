@@ -211,6 +211,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             init_logs(log_format);
             unblock_shutdown_signals();
+            sdn_tunnel::memory::tune_for_agent();
             runtime()?.block_on(sdn_tunnel::agent::run(cfg))?;
         }
         Command::Status {

@@ -79,7 +79,7 @@ impl ProxyTask {
         let mut tick = tokio::time::interval(TICK);
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
-        let mut last: Option<Vec<VirtualService>> = None;
+        let mut last: Option<Arc<Vec<VirtualService>>> = None;
         let started_at = Instant::now();
         let mut force = true;
         // Newest change trigger already recorded as programmed.
@@ -105,7 +105,8 @@ impl ProxyTask {
                     }
                 }
             }
-            let desired = self.desired();
+            // Shared, not copied, by the last-applied value, the nft task and the status.
+            let desired = Arc::new(self.desired());
             let (protected, triggers) = {
                 let input = self.services.borrow();
                 (input.protected.clone(), input.changed_at.clone())
@@ -146,7 +147,7 @@ impl ProxyTask {
                     }),
                 Backend::Nft(table) => {
                     let table = table.clone();
-                    let d = desired.clone();
+                    let d = Arc::clone(&desired);
                     tokio::task::spawn_blocking(move || nft_backend::apply(&table, &d))
                         .await
                         .map_err(|e| e.to_string())
@@ -180,7 +181,7 @@ impl ProxyTask {
                         s.last_error = None;
                         s.virtual_services = desired.len();
                         s.real_servers = desired.iter().map(|v| v.backends.len()).sum();
-                        s.services = desired.clone();
+                        s.services = Arc::clone(&desired);
                     });
                     last = Some(desired);
                 }

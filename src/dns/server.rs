@@ -386,13 +386,13 @@ fn respond(
     }
     meta.authoritative = ans.authoritative;
     meta.response_code = ans.rcode;
-    let mut additionals = ans.additionals;
+    let mut additionals: &[Record] = &ans.additionals;
     loop {
         if encode(
             &meta,
             q,
-            ans.answers,
-            ans.authority,
+            &ans.answers,
+            ans.authority.as_ref(),
             additionals,
             edns.as_ref(),
             out,

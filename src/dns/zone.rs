@@ -34,8 +34,10 @@
 //! and leaves its services out of the merged clusterset names.
 //!
 //! The index is built once per snapshot: lookups lowercase the query name into a stack buffer
-//! and do one hash lookup per label to find the zone plus one for the name; answers borrow
-//! records from the index.
+//! and do one hash lookup per label to find the zone plus one for the name. The index holds
+//! each name's data compactly (an address, or a port and a target name: 24 bytes, where a
+//! hickory `Record` is 272 plus its owner name); an answer builds its few records from it.
+//! (With 10,000 remote services the records as `Record`s were most of the agent's memory.)
 
 use crate::model::DesiredService;
 use crate::source::RemoteService;
@@ -44,39 +46,41 @@ use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const DEFAULT_CLUSTERSET_DOMAIN: &str = "clusterset.local";
 /// Seconds; small, because remote endpoints change and there is no NOTIFY for caches.
 pub const DEFAULT_TTL: u32 = 5;
 
-/// What [`Zones::lookup`] answers. Records are borrowed from the index. Whether the answer fits
-/// the transport (truncation) is the server's business.
-#[derive(Debug, Clone, Copy)]
-pub struct Answer<'a> {
+/// What [`Zones::lookup`] answers. Whether the answer fits the transport (truncation) is the
+/// server's business.
+#[derive(Debug, Clone)]
+pub struct Answer {
     pub rcode: ResponseCode,
     /// True for names inside our zones (AA bit).
     pub authoritative: bool,
-    pub answers: &'a [Record],
+    pub answers: Vec<Record>,
     /// The zone's SOA for negative answers (NXDOMAIN and NODATA).
-    pub authority: Option<&'a Record>,
+    pub authority: Option<Record>,
     /// A/AAAA of SRV targets.
-    pub additionals: &'a [Record],
+    pub additionals: Vec<Record>,
 }
 
-impl Answer<'_> {
-    const REFUSED: Answer<'static> = Answer {
+impl Answer {
+    const REFUSED: Answer = Answer {
         rcode: ResponseCode::Refused,
         authoritative: false,
-        answers: &[],
+        answers: Vec::new(),
         authority: None,
-        additionals: &[],
+        additionals: Vec::new(),
     };
     /// A zone we have but cannot vouch for (a stale remote with `serveStale: false`).
-    const SERVFAIL: Answer<'static> = Answer {
+    const SERVFAIL: Answer = Answer {
         rcode: ResponseCode::ServFail,
         authoritative: false,
-        ..Answer::REFUSED
+        answers: Vec::new(),
+        authority: None,
+        additionals: Vec::new(),
     };
 
     /// True for a name outside every zone we serve (the only names that may be forwarded).
@@ -90,14 +94,43 @@ impl Answer<'_> {
     }
 }
 
+/// One record of a name, without its owner (the name) and TTL (the index's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rdata {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    /// Priority 0, weight 100; the target's A/AAAA are the additionals.
+    Srv {
+        port: u16,
+        target: Box<str>,
+    },
+}
+
+impl Rdata {
+    fn rtype(&self) -> RecordType {
+        match self {
+            Rdata::A(_) => RecordType::A,
+            Rdata::Aaaa(_) => RecordType::AAAA,
+            Rdata::Srv { .. } => RecordType::SRV,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Node {
     zone: u32,
     apex: bool,
-    a: Vec<Record>,
-    aaaa: Vec<Record>,
-    srv: Vec<Record>,
-    srv_extra: Vec<Record>,
+    /// In insertion order; a name holds one type or two (A and AAAA).
+    records: Vec<Rdata>,
+}
+
+/// Appends without `Vec::push`'s 4-element first allocation (most names hold one record);
+/// still amortised O(1): the capacity doubles once in use.
+fn push_exact(v: &mut Vec<Rdata>, rec: Rdata) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.len().max(1));
+    }
+    v.push(rec);
 }
 
 #[derive(Debug)]
@@ -255,7 +288,7 @@ impl Zones {
         for node in self.nodes.values() {
             let z = &mut zones[node.zone as usize];
             z.names += 1;
-            z.records += node.a.len() + node.aaaa.len() + node.srv.len();
+            z.records += node.records.len();
         }
         zones.sort_by(|a, b| a.origin.cmp(&b.origin));
         ZoneStats {
@@ -265,8 +298,8 @@ impl Zones {
         }
     }
 
-    /// Answers one question. Case-insensitive; never allocates.
-    pub fn lookup(&self, qname: &Name, qtype: RecordType) -> Answer<'_> {
+    /// Answers one question. Case-insensitive; allocates only the answer's records.
+    pub fn lookup(&self, qname: &Name, qtype: RecordType) -> Answer {
         let mut buf = [0u8; MAX_TEXT];
         let mut starts = [0u16; MAX_LABELS];
         let mut labels = 0;
@@ -293,7 +326,7 @@ impl Zones {
     }
 
     /// [`Zones::lookup`] for a textual name (tests, tools). Invalid names are REFUSED.
-    pub fn lookup_str(&self, qname: &str, qtype: RecordType) -> Answer<'_> {
+    pub fn lookup_str(&self, qname: &str, qtype: RecordType) -> Answer {
         match Name::from_ascii(qname) {
             Ok(name) => self.lookup(&name, qtype),
             Err(_) => Answer::REFUSED,
@@ -306,7 +339,7 @@ impl Zones {
         starts: &[u16],
         dotted_label: bool,
         qtype: RecordType,
-    ) -> Answer<'_> {
+    ) -> Answer {
         // The most specific zone: the longest suffix, on label boundaries, that is a zone.
         let Some(zi) = starts
             .iter()
@@ -321,9 +354,9 @@ impl Zones {
         let negative = |rcode| Answer {
             rcode,
             authoritative: true,
-            answers: &[],
-            authority: Some(&zone.soa),
-            additionals: &[],
+            answers: Vec::new(),
+            authority: Some(zone.soa.clone()),
+            additionals: Vec::new(),
         };
         // A label containing a '.' octet cannot be one of our names (its text would alias).
         let node = if dotted_label {
@@ -334,26 +367,37 @@ impl Zones {
         let Some(node) = node else {
             return negative(ResponseCode::NXDomain);
         };
-        let soa = if node.apex {
-            std::slice::from_ref(&zone.soa)
-        } else {
-            &[]
+        // RFC 8482: answer ANY with one RRset (the first type this name has).
+        let rtype = match qtype {
+            RecordType::ANY if node.apex && node.records.is_empty() => RecordType::SOA,
+            RecordType::ANY => node.records.first().map_or(RecordType::NULL, Rdata::rtype),
+            t => t,
         };
-        let (answers, additionals): (&[Record], &[Record]) = match qtype {
-            RecordType::A => (&node.a, &[]),
-            RecordType::AAAA => (&node.aaaa, &[]),
-            RecordType::SRV => (&node.srv, &node.srv_extra),
-            RecordType::SOA => (soa, &[]),
-            // RFC 8482: answer ANY with one RRset.
-            RecordType::ANY => [&node.a[..], &node.aaaa, &node.srv, soa]
-                .into_iter()
-                .find(|r| !r.is_empty())
-                .map_or((&[][..], &[][..]), |r| (r, &[][..])),
-            _ => (&[], &[]),
+        let answers: Vec<Record> = if rtype == RecordType::SOA {
+            if node.apex {
+                vec![zone.soa.clone()]
+            } else {
+                Vec::new()
+            }
+        } else {
+            let owner = || Name::from_ascii(format_args!("{}.", as_text(key)).to_string());
+            let Ok(owner) = owner() else {
+                return negative(ResponseCode::ServFail);
+            };
+            node.records
+                .iter()
+                .filter(|r| r.rtype() == rtype)
+                .filter_map(|r| self.record(&owner, r))
+                .collect()
         };
         if answers.is_empty() {
             return negative(ResponseCode::NoError);
         }
+        let additionals = if rtype == RecordType::SRV {
+            self.srv_additionals(node)
+        } else {
+            Vec::new()
+        };
         Answer {
             rcode: ResponseCode::NoError,
             authoritative: true,
@@ -362,6 +406,51 @@ impl Zones {
             additionals,
         }
     }
+
+    fn record(&self, owner: &Name, r: &Rdata) -> Option<Record> {
+        let data = match r {
+            Rdata::A(ip) => RData::A(A(*ip)),
+            Rdata::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
+            Rdata::Srv { port, target } => {
+                let target = Name::from_ascii(format!("{target}.")).ok()?;
+                RData::SRV(SRV::new(0, 100, *port, target))
+            }
+        };
+        Some(Record::from_rdata(owner.clone(), self.ttl, data))
+    }
+
+    /// The A/AAAA of each distinct SRV target of `node` (targets are names of this index).
+    fn srv_additionals(&self, node: &Node) -> Vec<Record> {
+        let mut out = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for r in &node.records {
+            let Rdata::Srv { target, .. } = r else {
+                continue;
+            };
+            if seen.contains(&&**target) {
+                continue;
+            }
+            seen.push(target);
+            let (Some(t), Ok(owner)) = (
+                self.nodes.get(target.as_bytes()),
+                Name::from_ascii(format!("{target}.")),
+            ) else {
+                continue;
+            };
+            out.extend(
+                t.records
+                    .iter()
+                    .filter(|r| matches!(r, Rdata::A(_) | Rdata::Aaaa(_)))
+                    .filter_map(|r| self.record(&owner, r)),
+            );
+        }
+        out
+    }
+}
+
+/// Index keys are lowercase name text (plain octets: letters, digits, '-', '_', '.').
+fn as_text(key: &[u8]) -> &str {
+    std::str::from_utf8(key).unwrap_or("")
 }
 
 fn normalize(name: &str) -> String {
@@ -386,12 +475,11 @@ fn fqdn(text: &str) -> Option<Name> {
     plain.then_some(name)
 }
 
-fn ip_record(owner: &Name, ip: IpAddr, ttl: u32) -> Record {
-    let rdata = match ip {
-        IpAddr::V4(v4) => RData::A(A(v4)),
-        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
-    };
-    Record::from_rdata(owner.clone(), ttl, rdata)
+fn ip_rdata(ip: IpAddr) -> Rdata {
+    match ip {
+        IpAddr::V4(v4) => Rdata::A(v4),
+        IpAddr::V6(v6) => Rdata::Aaaa(v6),
+    }
 }
 
 fn ready_ips(svc: &RemoteService) -> impl Iterator<Item = &crate::source::Endpoint> {
@@ -477,7 +565,7 @@ impl Builder {
             })
     }
 
-    fn add_ips(&mut self, z: u32, name: &str, owner: &Name, ips: &[IpAddr]) {
+    fn add_ips(&mut self, z: u32, name: &str, ips: &[IpAddr]) {
         self.mix(name.as_bytes());
         for ip in ips {
             match ip {
@@ -485,14 +573,13 @@ impl Builder {
                 IpAddr::V6(v6) => self.mix(&v6.octets()),
             }
         }
-        let ttl = self.ttl;
         let node = self.node(z, name);
-        for &ip in ips {
-            let rec = ip_record(owner, ip, ttl);
-            match ip {
-                IpAddr::V4(_) => node.a.push(rec),
-                IpAddr::V6(_) => node.aaaa.push(rec),
-            }
+        // A before AAAA, as the answers list them.
+        for &ip in ips.iter().filter(|ip| ip.is_ipv4()) {
+            push_exact(&mut node.records, ip_rdata(ip));
+        }
+        for &ip in ips.iter().filter(|ip| ip.is_ipv6()) {
+            push_exact(&mut node.records, ip_rdata(ip));
         }
     }
 
@@ -500,10 +587,10 @@ impl Builder {
     /// names; for the clusterset each member carries its remote's name, which becomes a label
     /// of its endpoints' names).
     fn add_view(&mut self, z: u32, base: &str, members: &[(Option<&str>, &RemoteService)]) {
-        let Some(base_name) = fqdn(base) else {
+        if fqdn(base).is_none() {
             self.skipped += members.len();
             return;
-        };
+        }
         // A/AAAA of the service name: ClusterIPs, or ready endpoints when headless.
         let mut seen = HashSet::new();
         let mut ips = Vec::new();
@@ -519,22 +606,15 @@ impl Builder {
                 );
             }
         }
-        self.add_ips(z, base, &base_name, &ips);
-        let base_records: Vec<Record> = {
-            let node = self.node(z, base);
-            node.a.iter().chain(&node.aaaa).cloned().collect()
-        };
+        self.add_ips(z, base, &ips);
 
-        // SRV per (port name, protocol), with the targets' addresses as additionals.
+        // SRV per (port name, protocol); the targets' addresses are the additionals.
         #[derive(Default)]
         struct Srv {
-            records: Vec<Record>,
-            extra: Vec<Record>,
-            seen: HashSet<(Name, u16)>,
-            base_extra: bool,
+            records: Vec<Rdata>,
+            seen: HashSet<(u16, Box<str>)>,
         }
         let mut srvs: BTreeMap<(String, &'static str), Srv> = BTreeMap::new();
-        let ttl = self.ttl;
         for (remote, svc) in members {
             let mut endpoints = Vec::new();
             if svc.headless {
@@ -544,9 +624,11 @@ impl Builder {
                         Some(r) => format!("{}.{r}.{base}", dashed(ep.ip)),
                         None => format!("{}.{base}", dashed(ep.ip)),
                     };
-                    let Some(owner) = fqdn(&text) else { continue };
-                    self.add_ips(z, &text, &owner, &[ep.ip]);
-                    endpoints.push((ep, owner));
+                    if fqdn(&text).is_none() {
+                        continue;
+                    }
+                    self.add_ips(z, &text, &[ep.ip]);
+                    endpoints.push((ep, text.into_boxed_str()));
                 }
             }
             for port in svc.ports.iter().filter(|p| !p.name.is_empty()) {
@@ -559,19 +641,14 @@ impl Builder {
                     },
                 );
                 let srv = srvs.entry(key).or_default();
-                if !svc.headless {
-                    if srv.seen.insert((base_name.clone(), port.port)) {
-                        let rdata = SRV::new(0, 100, port.port, base_name.clone());
-                        srv.records.push(Record::from_rdata(
-                            base_name.clone(),
-                            ttl,
-                            RData::SRV(rdata),
-                        ));
-                        if !srv.base_extra {
-                            srv.base_extra = true;
-                            srv.extra.extend(base_records.iter().cloned());
-                        }
+                let mut add = |port: u16, target: &str| {
+                    if srv.seen.insert((port, target.into())) {
+                        let target = target.into();
+                        push_exact(&mut srv.records, Rdata::Srv { port, target });
                     }
+                };
+                if !svc.headless {
+                    add(port.port, base);
                     continue;
                 }
                 for (ep, owner) in &endpoints {
@@ -580,39 +657,31 @@ impl Builder {
                         .iter()
                         .find(|e| e.name == port.name && e.protocol == port.protocol)
                         .map_or(port.port, |e| e.port);
-                    if srv.seen.insert((owner.clone(), p)) {
-                        let rdata = SRV::new(0, 100, p, owner.clone());
-                        srv.records.push(Record::from_rdata(
-                            base_name.clone(),
-                            ttl,
-                            RData::SRV(rdata),
-                        ));
-                        srv.extra.push(ip_record(owner, ep.ip, ttl));
-                    }
+                    add(p, owner);
                 }
             }
         }
-        for ((port, proto), srv) in srvs {
+        for ((port, proto), Srv { records, .. }) in srvs {
             let text = format!("_{port}._{proto}.{base}");
-            let Some(owner) = fqdn(&text) else { continue };
+            if fqdn(&text).is_none() {
+                continue;
+            }
             self.mix(text.as_bytes());
-            for r in &srv.records {
-                if let RData::SRV(s) = &r.data {
-                    let (port, target) = (s.port, s.target.to_ascii());
+            for r in &records {
+                if let Rdata::Srv { port, target } = r {
                     self.mix(&port.to_be_bytes());
                     self.mix(target.as_bytes());
+                    self.mix(b".");
                 }
             }
             let node = self.node(z, &text);
-            node.srv.extend(srv.records.into_iter().map(|mut r| {
-                r.name = owner.clone();
-                r
-            }));
-            node.srv_extra.extend(srv.extra);
+            node.records.reserve_exact(records.len());
+            node.records.extend(records);
         }
     }
 
     fn finish(mut self) -> Zones {
+        self.nodes.shrink_to_fit();
         let serial = self.hash;
         for z in &mut self.zones {
             if let RData::SOA(soa) = &mut z.soa.data {
@@ -910,8 +979,8 @@ mod tests {
         );
         assert_eq!(
             ips(&Answer {
-                answers: a.additionals,
-                ..a
+                answers: a.additionals.clone(),
+                ..a.clone()
             }),
             ["10.101.0.10"]
         );
