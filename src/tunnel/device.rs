@@ -465,6 +465,24 @@ impl Device {
         Ok(())
     }
 
+    /// Fuzzing and tests: the receive path for one datagram from `src`, as the rx thread runs
+    /// it (counted in `rx_datagrams`, then `decrypt_one`). What it queued for sending back
+    /// (handshake responses, cookie replies) is returned instead of sent.
+    #[doc(hidden)]
+    pub fn receive_datagram(
+        &self,
+        src: SocketAddr,
+        dgram: &[u8],
+        scratch: &mut RxScratch,
+    ) -> Vec<Vec<u8>> {
+        Counters::inc(&self.counters.rx_datagrams);
+        let peers = self.peers.load();
+        self.decrypt_one(&peers, src, dgram, &mut scratch.plain, &mut scratch.out);
+        let queued = scratch.out.queued().map(<[u8]>::to_vec).collect();
+        scratch.out.clear();
+        queued
+    }
+
     fn decrypt_one(
         &self,
         peers: &PeerSet,
@@ -632,6 +650,22 @@ impl Device {
             }
         }
         Ok(())
+    }
+}
+
+/// Reusable buffers for [`Device::receive_datagram`].
+#[doc(hidden)]
+pub struct RxScratch {
+    plain: Vec<u8>,
+    out: SendBatch,
+}
+
+impl Default for RxScratch {
+    fn default() -> Self {
+        RxScratch {
+            plain: vec![0u8; BUF],
+            out: SendBatch::new(BATCH, BUF),
+        }
     }
 }
 

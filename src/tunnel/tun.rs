@@ -81,6 +81,16 @@ impl Tun {
         Ok(Tun { fd, name: actual })
     }
 
+    /// A "device" over any packet fd (e.g. one end of a SOCK_DGRAM socketpair): for fuzzing
+    /// and tests of the device loop without /dev/net/tun.
+    #[doc(hidden)]
+    pub fn from_fd(fd: OwnedFd, name: &str) -> Tun {
+        Tun {
+            fd,
+            name: name.to_string(),
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

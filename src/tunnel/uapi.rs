@@ -99,31 +99,107 @@ pub async fn serve(dev: Arc<Device>, path: PathBuf) -> io::Result<()> {
     }
 }
 
+/// Most request bytes (line contents, without newlines) per operation.
+pub const MAX_REQUEST_BYTES: usize = 4096;
+
+/// What a connection's reader does after one request line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Keep reading (the operation's request is not complete yet).
+    More,
+    /// Answer `get=1`.
+    Get,
+    /// Answer "operation not supported" (`set=1`).
+    Unsupported,
+    /// Answer "invalid argument" (an unknown or missing operation).
+    Invalid,
+    /// The request exceeded [`MAX_REQUEST_BYTES`]: answer "invalid argument" and close.
+    TooLong,
+}
+
+/// The request side of one UAPI connection, one line at a time (pure: the socket loop in
+/// `handle` feeds it lines and writes the answers). An operation is its first line; an empty
+/// line ends it. Public for fuzzing.
+#[derive(Debug, Default)]
+pub struct RequestReader {
+    op: Option<String>,
+    total: usize,
+}
+
+impl RequestReader {
+    /// Takes one line (without its newline).
+    pub fn line(&mut self, line: String) -> Action {
+        self.total += line.len();
+        if self.total > MAX_REQUEST_BYTES {
+            return Action::TooLong;
+        }
+        if line.is_empty() {
+            self.total = 0;
+            return match self.op.take().as_deref() {
+                Some("get=1") => Action::Get,
+                Some("set=1") => Action::Unsupported,
+                _ => Action::Invalid,
+            };
+        }
+        if self.op.is_none() {
+            self.op = Some(line);
+        }
+        Action::More
+    }
+}
+
 async fn handle(dev: Arc<Device>, stream: tokio::net::UnixStream) -> io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r).lines();
     // Bounded: a client gets 4 KiB of request per operation and must end it with an empty line.
-    let mut op: Option<String> = None;
-    let mut total = 0usize;
+    let mut reader = RequestReader::default();
     while let Some(line) = lines.next_line().await? {
-        total += line.len();
-        if total > 4096 {
-            w.write_all(b"errno=22\n\n").await?;
-            return Ok(());
-        }
-        if line.is_empty() {
-            let reply = match op.take().as_deref() {
-                Some("get=1") => render_get(&dev),
-                Some("set=1") => "errno=95\n\n".to_string(),
-                _ => "errno=22\n\n".to_string(),
-            };
-            w.write_all(reply.as_bytes()).await?;
-            total = 0;
-            continue;
-        }
-        if op.is_none() {
-            op = Some(line);
-        }
+        let reply = match reader.line(line) {
+            Action::More => continue,
+            Action::TooLong => {
+                w.write_all(b"errno=22\n\n").await?;
+                return Ok(());
+            }
+            Action::Get => render_get(&dev),
+            Action::Unsupported => "errno=95\n\n".to_string(),
+            Action::Invalid => "errno=22\n\n".to_string(),
+        };
+        w.write_all(reply.as_bytes()).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Action, RequestReader, MAX_REQUEST_BYTES};
+
+    fn feed(lines: &[&str]) -> Vec<Action> {
+        let mut r = RequestReader::default();
+        lines.iter().map(|l| r.line(l.to_string())).collect()
+    }
+
+    #[test]
+    fn operations_end_with_an_empty_line() {
+        use Action::*;
+        assert_eq!(feed(&["get=1", ""]), [More, Get]);
+        assert_eq!(
+            feed(&["set=1", "private_key=00", ""]),
+            [More, More, Unsupported]
+        );
+        assert_eq!(feed(&["", "bogus=1", ""]), [Invalid, More, Invalid]);
+        // the first line names the operation; later lines are its arguments
+        assert_eq!(
+            feed(&["get=1", "set=1", "", "get=1", ""]),
+            [More, More, Get, More, Get]
+        );
+    }
+
+    #[test]
+    fn request_size_is_bounded_per_operation() {
+        let long = "x".repeat(MAX_REQUEST_BYTES);
+        assert_eq!(feed(&[&long, ""]), [Action::More, Action::Invalid]);
+        assert_eq!(feed(&[&long, "y"]), [Action::More, Action::TooLong]);
+        // the budget starts again with each operation
+        assert_eq!(feed(&[&long, "", &long, ""])[3], Action::Invalid);
+    }
 }

@@ -330,4 +330,10 @@ impl SendBatch {
         self.len = 0;
         self.next = 0;
     }
+
+    /// The datagrams queued and not yet sent (fuzzing and tests).
+    #[doc(hidden)]
+    pub fn queued(&self) -> impl Iterator<Item = &[u8]> {
+        (self.next..self.len).map(|i| &self.bufs[i][..self.lens[i]])
+    }
 }
