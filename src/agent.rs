@@ -207,6 +207,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(10), own_cidrs.changed()).await;
     }
     let mut node_cidrs = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
+    warn_if_unknown(&node_cidrs);
     device.set_local_cidrs(node_cidrs.clone());
     // From here on every way out goes through the teardown below (a labeled block, not `?`).
     let outcome: Result<()> = 'run: {
@@ -275,6 +276,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                         continue;
                     }
                     node_cidrs = now;
+                    warn_if_unknown(&node_cidrs);
                     device.set_local_cidrs(node_cidrs.clone());
                     sources_pending = true;
                 }
@@ -424,6 +426,18 @@ fn tunnel_ruleset(
     }
     let cidrs = proxy::remote_service_cidrs(cfg);
     nft::with_host_snat(&base, &t.device, &cidrs, src4, src6)
+}
+
+/// The device passes only packets to and from this node's pods: without their CIDRs it
+/// passes nothing, which is safe but has to be said.
+fn warn_if_unknown(node_cidrs: &[IpNetwork]) {
+    if node_cidrs.is_empty() {
+        tracing::warn!(
+            "this node's pod CIDRs are unknown (node.podCIDRs is not set, and our Node has no \
+             spec.podCIDRs or sdn-tunnel.io/pod-cidrs annotation): the tunnel passes no traffic \
+             until they are known"
+        );
+    }
 }
 
 /// This node's pod CIDRs: from the config, else from our Node.

@@ -36,6 +36,11 @@ pub struct AgentStatus {
     pub proxy: Option<ProxyStatus>,
     #[serde(default)]
     pub dns: Option<DnsStatus>,
+    /// This node's pod CIDRs as the device has them: the only destinations a peer's packets
+    /// may have and the only sources packets entering the tunnel may have. Empty: unknown,
+    /// the tunnel passes nothing.
+    #[serde(default)]
+    pub node_pod_cidrs: Vec<String>,
 }
 
 /// The DNS responder: zones served with record counts, and queries by outcome.
@@ -113,6 +118,21 @@ pub struct PeerStatus {
     pub handshake_attempts: u64,
     #[serde(default)]
     pub handshake_failures: u64,
+    /// Seconds since the last handshake on the agent's monotonic clock (what peer-down
+    /// decisions use; `latest_handshake_unix` is for people and moves with clock steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_age_secs: Option<u64>,
+}
+
+impl PeerStatus {
+    /// Seconds since the last handshake: the monotonic age when the agent gave one, else
+    /// from the wall-clock timestamp.
+    pub fn handshake_age(&self, now_unix: u64) -> Option<u64> {
+        self.handshake_age_secs.or_else(|| {
+            self.latest_handshake_unix
+                .map(|t| now_unix.saturating_sub(t))
+        })
+    }
 }
 
 /// What the agent knows beyond the device itself (set once planning ran).
@@ -163,10 +183,12 @@ pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
                     persistent_keepalive: info.persistent_keepalive,
                     handshake_attempts: stats.handshake_attempts,
                     handshake_failures: stats.handshake_failures,
+                    handshake_age_secs: stats.handshake_age.map(|a| a.as_secs()),
                 }
             })
             .collect(),
         counters: dev.counters.snapshot(),
+        node_pod_cidrs: dev.local_cidrs().iter().map(|n| n.to_string()).collect(),
         rejected: facts.rejected.clone(),
         remotes: facts.remotes.clone(),
         advertisement: facts.advertisement.clone(),

@@ -32,9 +32,11 @@ enum Command {
     Keygen,
     /// Read a private key on stdin, print its public key (same as `wg pubkey`).
     Pubkey,
-    /// Run the agent in the foreground until SIGTERM/SIGINT, which remove everything of ours.
-    /// Serves Prometheus metrics and the kubelet's probes on http.listen (default
-    /// [::]:9477, dual-stack: /metrics, /healthz, /readyz).
+    /// Run the agent in the foreground until SIGTERM/SIGINT. On stop the device, routes and
+    /// nftables guards stay (fail closed: remote traffic is dropped, never sent in plaintext,
+    /// until the agent runs again); they are removed only when its DaemonSet is being deleted,
+    /// or by `sdn-tunnel cleanup`. Serves Prometheus metrics and the kubelet's probes on
+    /// http.listen (default [::]:9477, dual-stack: /metrics, /healthz, /readyz).
     Agent {
         /// Config file (YAML).
         #[arg(long, short, env = "SDN_TUNNEL_CONFIG", default_value = DEFAULT_CONFIG)]
@@ -110,8 +112,10 @@ enum Command {
         #[command(subcommand)]
         cmd: ProbeCommand,
     },
-    /// Remove everything of ours: routes with our protocol, the device, our nftables table and
-    /// sockets. Idempotent. Stop the agent first.
+    /// Remove everything of ours: routes with our protocol, the device, our nftables tables
+    /// (MSS clamping, guards, the nftables proxy), the service proxy's IPVS services and VIP
+    /// device, and our sockets. Idempotent. Stop the agent first: this ends the fail-closed
+    /// guards, so remote traffic may then follow other routes.
     Cleanup {
         #[arg(long, short, env = "SDN_TUNNEL_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,

@@ -153,6 +153,15 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
                 "  cluster: {}  node: {}  pid: {}",
                 a.cluster, a.node, a.pid
             );
+            if a.node_pod_cidrs.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  node pod CIDRs: UNKNOWN (node.podCIDRs unset and none on our Node): \
+                     the tunnel passes no traffic"
+                );
+            } else {
+                let _ = writeln!(s, "  node pod CIDRs: {}", a.node_pod_cidrs.join(", "));
+            }
             let _ = writeln!(
                 s,
                 "  udp buffers: receive {} send {}",
@@ -170,10 +179,9 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
                     let _ = writeln!(s, "  endpoint: {ep}");
                 }
                 let _ = writeln!(s, "  allowed ips: {}", join_or_none(&p.allowed_ips));
-                match p.latest_handshake_unix {
-                    Some(t) => {
-                        let _ =
-                            writeln!(s, "  latest handshake: {}", ago(now_unix.saturating_sub(t)));
+                match p.handshake_age(now_unix) {
+                    Some(age) => {
+                        let _ = writeln!(s, "  latest handshake: {}", ago(age));
                     }
                     None => {
                         let _ = writeln!(s, "  latest handshake: (none)");
@@ -500,6 +508,10 @@ mod tests {
         assert!(t.contains("latest handshake: 5 seconds ago"), "{t}");
         assert!(t.contains("transfer: 2.00 KiB received, 10 B sent"), "{t}");
         assert!(t.contains("10.132.0.0/14 dev sdn0 src 10.128.0.1"), "{t}");
+        assert!(t.contains("node pod CIDRs: UNKNOWN"), "{t}");
+        r.agent.as_mut().unwrap().node_pod_cidrs = vec!["10.128.0.0/24".into()];
+        let t = render_text(&r, 1000);
+        assert!(t.contains("node pod CIDRs: 10.128.0.0/24\n"), "{t}");
 
         let a = r.agent.as_mut().unwrap();
         a.remotes = vec![

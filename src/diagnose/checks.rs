@@ -170,7 +170,8 @@ pub fn device(f: &Facts) -> Check {
         None => Check::fail(
             "device",
             format!("{dev} does not exist"),
-            "the agent creates it at start; it disappears when the agent exits",
+            "the agent creates it at start; it stays (persistent) while the agent is stopped, \
+             and only an uninstall or `sdn-tunnel cleanup` removes it: start the agent",
         ),
         Some(l) if !l.up => Check::fail(
             "device",
@@ -902,10 +903,9 @@ pub fn peers(f: &Facts) -> Vec<Check> {
             None => format!("{}/{}", p.remote, p.public_key),
         };
         let endpoint = p.endpoint.as_deref().unwrap_or("no endpoint");
-        let problem = match p.latest_handshake_unix {
+        let problem = match p.handshake_age(f.now_unix) {
             None => Some("no handshake".to_string()),
-            Some(t) => {
-                let age = f.now_unix.saturating_sub(t);
+            Some(age) => {
                 oldest = oldest.max(age);
                 (age > f.stale_after_secs).then(|| {
                     format!(

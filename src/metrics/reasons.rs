@@ -12,6 +12,7 @@ pub const CLASSES: &[&str] = &[
     "invalid_pod_cidrs",
     "invalid_ports",
     "invalid_address",
+    "invalid_name",
     "oversized",
     "invalid",
 ];
@@ -25,13 +26,23 @@ pub fn classify(reason: &str) -> &'static str {
         "outside_cidrs"
     } else if has("no podCIDRs") {
         "no_pod_cidrs"
-    } else if has("duplicate publicKey") {
+    } else if has("duplicate publicKey")
+        || has("publicKey belongs to")
+        || has("publicKey claimed by")
+    {
+        // the same key on two nodes, or claimed by nodes of several remotes
         "duplicate_key"
     } else if has("too long") || has("(limit ") {
         "oversized"
+    } else if has("is not a DNS") || has("is not a namespace/name") {
+        "invalid_name"
     } else if has(crate::source::ANN_PUBLIC_KEY) || has("publicKey") || has("malformed key") {
         "invalid_key"
-    } else if has(crate::source::ANN_ENDPOINT) || (has("endpoint") && has("port 0")) {
+    } else if has(crate::source::ANN_ENDPOINT)
+        || (has("endpoint") && has("port 0"))
+        // the plan's endpoint checks: "endpoint <addr> is a loopback address", "... is inside"
+        || (reason.starts_with("endpoint ") && (has(" address") || has(" is inside ")))
+    {
         "invalid_endpoint"
     } else if has(crate::source::ANN_POD_CIDRS) || has("not a CIDR") {
         "invalid_pod_cidrs"
@@ -94,6 +105,26 @@ mod tests {
                 "invalid_address",
             ),
             ("no spec", "invalid"),
+            (
+                "publicKey belongs to a node of remote west; refused here",
+                "duplicate_key",
+            ),
+            (
+                "publicKey claimed by nodes of several remotes (north, west): refused in all of them",
+                "duplicate_key",
+            ),
+            ("endpoint 127.0.0.1:51820 is a loopback address", "invalid_endpoint"),
+            ("endpoint [fe80::1]:51820 is a link-local address", "invalid_endpoint"),
+            (
+                "endpoint 10.128.0.5:51820 is inside 10.128.0.0/14, a pod or service range of the config",
+                "invalid_endpoint",
+            ),
+            ("name 'a\\x1b' is not a DNS subdomain", "invalid_name"),
+            ("port name 'HTTP_' is not a DNS label", "invalid_name"),
+            (
+                "name 'Bad/x' is not a namespace/name of DNS labels",
+                "invalid_name",
+            ),
         ] {
             assert_eq!(classify(reason), class, "{reason}");
         }

@@ -125,9 +125,7 @@ fn peers(reg: &mut Registry, input: &RenderInput<'_>) {
         tx.get_or_create(&l).inc_by(p.tx_bytes);
         attempts.get_or_create(&l).inc_by(p.handshake_attempts);
         failures.get_or_create(&l).inc_by(p.handshake_failures);
-        let a = p
-            .latest_handshake_unix
-            .map(|t| input.now_unix.saturating_sub(t));
+        let a = p.handshake_age(input.now_unix);
         if let Some(a) = a {
             age.get_or_create(&l).set(a as f64);
         }
@@ -512,6 +510,27 @@ mod tests {
         assert!(!text.contains(r#"peer_last_handshake_age_seconds{remote="west",peer="ABCDEFGH"}"#));
         assert!(!text.contains("dns_"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn peer_up_follows_the_monotonic_age_not_the_wall_clock() {
+        let mut s = status();
+        // The wall clock stepped 1000 s ahead since the handshake; the agent's monotonic
+        // age says 3 s: the peer is up.
+        s.peers[0].latest_handshake_unix = Some(1000);
+        s.peers[0].handshake_age_secs = Some(3);
+        let text = render(&RenderInput {
+            status: &s,
+            metrics: &Metrics::default(),
+            now_unix: 2000,
+            peer_down_after_secs: 180,
+            ready: true,
+        });
+        let l = lines(&text);
+        assert!(l.contains(&r#"sdn_tunnel_peer_up{remote="west",peer="b1"} 1.0"#));
+        assert!(l.contains(
+            &r#"sdn_tunnel_peer_last_handshake_age_seconds{remote="west",peer="b1"} 3.0"#
+        ));
     }
 
     #[test]

@@ -188,6 +188,11 @@ impl Device {
         self.local_cidrs.store(Arc::new(cidrs));
     }
 
+    /// What [`Device::set_local_cidrs`] last set.
+    pub fn local_cidrs(&self) -> Arc<Vec<IpNetwork>> {
+        self.local_cidrs.load_full()
+    }
+
     pub fn peers(&self) -> Arc<PeerSet> {
         self.peers.load_full()
     }
