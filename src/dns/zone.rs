@@ -322,7 +322,7 @@ impl Zones {
                 len += 1;
             }
         }
-        self.lookup_key(&buf[..len], &starts[..labels], dotted_label, qtype)
+        self.lookup_key(qname, &buf[..len], &starts[..labels], dotted_label, qtype)
     }
 
     /// [`Zones::lookup`] for a textual name (tests, tools). Invalid names are REFUSED.
@@ -335,6 +335,7 @@ impl Zones {
 
     fn lookup_key(
         &self,
+        qname: &Name,
         key: &[u8],
         starts: &[u16],
         dotted_label: bool,
@@ -380,10 +381,9 @@ impl Zones {
                 Vec::new()
             }
         } else {
-            let owner = || Name::from_ascii(format_args!("{}.", as_text(key)).to_string());
-            let Ok(owner) = owner() else {
-                return negative(ResponseCode::ServFail);
-            };
+            // The owner is the name asked (its case kept, as a cache expects), made absolute.
+            let mut owner = qname.clone();
+            owner.set_fqdn(true);
             node.records
                 .iter()
                 .filter(|r| r.rtype() == rtype)
@@ -446,11 +446,6 @@ impl Zones {
         }
         out
     }
-}
-
-/// Index keys are lowercase name text (plain octets: letters, digits, '-', '_', '.').
-fn as_text(key: &[u8]) -> &str {
-    std::str::from_utf8(key).unwrap_or("")
 }
 
 fn normalize(name: &str) -> String {
