@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+mod load;
 mod validate;
+pub use load::{read, ConfigUse};
 pub use validate::{ConfigError, FieldError};
 
 pub const DEFAULT_DEVICE: &str = "sdn0";
@@ -413,7 +415,7 @@ pub struct StaticServicePort {
     pub name: String,
     pub port: u16,
     #[serde(default = "default_protocol")]
-    pub protocol: crate::source::Protocol,
+    pub protocol: crate::model::Protocol,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -431,8 +433,8 @@ pub struct StaticEndpoint {
     pub terminating: bool,
 }
 
-fn default_protocol() -> crate::source::Protocol {
-    crate::source::Protocol::Tcp
+fn default_protocol() -> crate::model::Protocol {
+    crate::model::Protocol::Tcp
 }
 fn default_true() -> bool {
     true

@@ -87,7 +87,7 @@ pub struct RemoteStatus {
     pub rejected: Vec<Rejected>,
     /// Limits (config `limits`) this remote reached.
     #[serde(default)]
-    pub limits_hit: Vec<crate::source::LimitHit>,
+    pub limits_hit: Vec<crate::model::LimitHit>,
 }
 
 /// Our own Node's annotations (self-advertisement).

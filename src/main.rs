@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use sdn_tunnel::config::{Config, TunnelConfig};
+use sdn_tunnel::config::{self, Config, ConfigUse, TunnelConfig};
 use sdn_tunnel::status::{LinkState, StatusReport};
 use sdn_tunnel::{cleanup, control, keys, link, routes::Routes, status};
 use std::io::Read;
@@ -207,8 +207,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             check_config,
             log_format,
         } => {
-            let cfg =
-                Config::load(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let cfg = read_config(&config, ConfigUse::Agent)?;
             if check_config {
                 println!("{}: ok", config.display());
                 return Ok(ExitCode::SUCCESS);
@@ -226,7 +225,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             stats,
         } => {
             let mut t = match config {
-                Some(p) => tunnel_section(&p)?,
+                Some(p) => read_config(&p, ConfigUse::Lenient)?.tunnel,
                 None => TunnelConfig::default(),
             };
             if let Some(d) = device {
@@ -273,10 +272,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             timeout,
             json,
         } => {
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("read {}", config.display()))?;
-            let cfg = Config::parse(&text, Some("check-remote"))
-                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let cfg = read_config(
+                &config,
+                ConfigUse::Tool {
+                    node_name: "check-remote",
+                },
+            )?;
             let r = runtime()?.block_on(sdn_tunnel::check_remote::check(
                 &cfg,
                 &remote,
@@ -320,23 +321,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Command::Cleanup { config } => {
-            let t = tunnel_section(&config)?;
+            let cfg = read_config(&config, ConfigUse::Lenient)?;
             let rt = runtime()?;
-            // The proxy's objects are found via the remotes' service CIDRs; skip them if the
-            // rest of the config does not even parse.
-            let full = std::fs::read_to_string(&config)
-                .ok()
-                .and_then(|t| serde_norway::from_str::<Config>(&t).ok());
-            let r = rt.block_on(cleanup::cleanup(&t, full.as_ref()))?;
+            let r = rt.block_on(cleanup::cleanup(&cfg.tunnel, Some(&cfg)))?;
             if !r.proxy.is_empty() {
                 println!("removed (proxy): {}", r.proxy);
             }
             println!(
                 "removed: {} route(s), device {}: {}, nft table {}: {}, {} socket(s)",
                 r.routes_removed,
-                t.device,
+                cfg.tunnel.device,
                 yes_no(r.device_removed),
-                t.nft_table(),
+                cfg.tunnel.nft_table(),
                 yes_no(r.nft_table_removed),
                 r.sockets_removed
             );
@@ -380,11 +376,12 @@ fn yes_no(b: bool) -> &'static str {
 
 /// The tunnel section only: status and cleanup must work even when the rest of the config (or
 /// the key file) is broken, so no full validation here.
-fn tunnel_section(path: &Path) -> Result<TunnelConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let cfg: Config =
-        serde_norway::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
-    Ok(cfg.tunnel)
+/// Every command reads its config through `config::read`; errors name the file.
+fn read_config(path: &Path, usage: ConfigUse) -> Result<Config> {
+    config::read(path, usage).map_err(|e| match e {
+        config::ConfigError::Io { .. } => anyhow::anyhow!("{e}"), // names the file already
+        e => anyhow::anyhow!("{}: {e}", path.display()),
+    })
 }
 
 async fn gather_status(t: &TunnelConfig) -> StatusReport {

@@ -1,6 +1,7 @@
-//! Plain types for the desired state and `plan()`: a pure function from the validated config
-//! (and, later, remote snapshots) to what the reconcilers should program, plus the inputs it
-//! rejected and why. No I/O here.
+//! The pure middle of the pipeline: the snapshot vocabulary ([`types`]: what sources produce),
+//! `plan()` (config + snapshots -> what the reconcilers should program, plus the inputs it
+//! rejected and why) and the desired state's plain types. No I/O here, and nothing from
+//! `source`: sources depend on the model, never the other way round.
 
 use ipnetwork::IpNetwork;
 use serde::Serialize;
@@ -36,7 +37,7 @@ pub struct Rejected {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DesiredService {
     pub remote: String,
-    pub service: crate::source::RemoteService,
+    pub service: RemoteService,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -53,4 +54,9 @@ pub fn ser_key<S: serde::Serializer>(k: &[u8; 32], s: S) -> Result<S::Ok, S::Err
 }
 
 mod plan;
-pub use plan::{key_owners, plan, plan_with, static_snapshots, KeyOwners, Snapshots};
+pub mod types;
+pub use plan::{key_owners, plan, plan_with, KeyOwners, Snapshots};
+pub use types::{
+    Endpoint, EndpointPort, LimitHit, Protocol, RemoteNode, RemoteService, RemoteSnapshot,
+    ServicePort,
+};

@@ -133,6 +133,12 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(vec![key_file_error(e)]))
     }
 
+    /// For the read-only commands (`status`, `cleanup`) that must work even with a config the
+    /// validator refuses: parsed, `node.name` filled, not validated.
+    pub fn parse_lenient(text: &str, node_name_env: Option<&str>) -> Result<Config, ConfigError> {
+        Self::parse_unvalidated(text, node_name_env)
+    }
+
     fn parse_unvalidated(text: &str, node_name_env: Option<&str>) -> Result<Config, ConfigError> {
         let mut cfg: Config =
             serde_norway::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;

@@ -22,13 +22,7 @@ pub const DEFAULT_STALE_AFTER_SECS: u64 = 180;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiagnoseError {
-    #[error("read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", ConfigMessage(path, source))]
     Config {
         path: PathBuf,
         #[source]
@@ -36,19 +30,27 @@ pub enum DiagnoseError {
     },
 }
 
+/// The config error, prefixed with the file unless it names it already (a read error).
+struct ConfigMessage<'a>(&'a Path, &'a ConfigError);
+
+impl std::fmt::Display for ConfigMessage<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            ConfigError::Io { .. } => write!(f, "{}", self.1),
+            e => write!(f, "{}: {e}", self.0.display()),
+        }
+    }
+}
+
 /// Reads and validates the config. The private key file is not checked: diagnosing needs
 /// none, and a node without one is still worth diagnosing.
 pub fn load_config(path: &Path) -> Result<Config, DiagnoseError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DiagnoseError::Read {
+    let usage = crate::config::ConfigUse::Tool {
+        node_name: "diagnose",
+    };
+    crate::config::read(path, usage).map_err(|source| DiagnoseError::Config {
         path: path.to_path_buf(),
         source,
-    })?;
-    let node = std::env::var("NODE_NAME").ok();
-    Config::parse(&text, Some(node.as_deref().unwrap_or("diagnose"))).map_err(|source| {
-        DiagnoseError::Config {
-            path: path.to_path_buf(),
-            source,
-        }
     })
 }
 

@@ -653,7 +653,7 @@ mod tests {
 
     fn zones(endpoints: usize) -> Zones {
         use crate::model::DesiredService;
-        use crate::source::{Endpoint, RemoteService};
+        use crate::model::{Endpoint, RemoteService};
         let eps = (0..endpoints)
             .map(|i| Endpoint {
                 ip: format!("10.132.{}.{}", i / 250, i % 250 + 1)
@@ -845,7 +845,7 @@ mod tests {
     #[ignore]
     fn answer_throughput() {
         use crate::model::DesiredService;
-        use crate::source::RemoteService;
+        use crate::model::RemoteService;
         let services: Vec<DesiredService> = (0..1000)
             .map(|i| DesiredService {
                 remote: "b".into(),

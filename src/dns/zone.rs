@@ -40,7 +40,7 @@
 //! (With 10,000 remote services the records as `Record`s were most of the agent's memory.)
 
 use crate::model::DesiredService;
-use crate::source::RemoteService;
+use crate::model::RemoteService;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -477,7 +477,7 @@ fn ip_rdata(ip: IpAddr) -> Rdata {
     }
 }
 
-fn ready_ips(svc: &RemoteService) -> impl Iterator<Item = &crate::source::Endpoint> {
+fn ready_ips(svc: &RemoteService) -> impl Iterator<Item = &crate::model::Endpoint> {
     svc.endpoints.iter().filter(|e| e.ready)
 }
 
@@ -630,9 +630,9 @@ impl Builder {
                 let key = (
                     port.name.to_ascii_lowercase(),
                     match port.protocol {
-                        crate::source::Protocol::Tcp => "tcp",
-                        crate::source::Protocol::Udp => "udp",
-                        crate::source::Protocol::Sctp => "sctp",
+                        crate::model::Protocol::Tcp => "tcp",
+                        crate::model::Protocol::Udp => "udp",
+                        crate::model::Protocol::Sctp => "sctp",
                     },
                 );
                 let srv = srvs.entry(key).or_default();
@@ -707,7 +707,7 @@ mod tests {
     }
 
     use super::*;
-    use crate::source::{Endpoint, EndpointPort, Protocol, ServicePort};
+    use crate::model::{Endpoint, EndpointPort, Protocol, ServicePort};
     use std::sync::Arc;
 
     #[test]

@@ -6,10 +6,10 @@
 //! config, or it is rejected and never programmed. The config validator refuses bad static
 //! peers too; `plan()` checks again because snapshots may come from a remote cluster's API.
 
+use super::types::{RemoteNode, RemoteService, RemoteSnapshot};
 use super::{Desired, DesiredPeer, DesiredService, Rejected};
 use crate::cidr;
 use crate::config::{Config, RemoteConfig};
-use crate::source::{static_source, RemoteNode, RemoteService, RemoteSnapshot};
 use ipnetwork::IpNetwork;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,15 +18,6 @@ use std::sync::Arc;
 /// Remote name -> its latest snapshot. A remote missing here (not synced yet) contributes its
 /// routes but no peers or services.
 pub type Snapshots = HashMap<String, Arc<RemoteSnapshot>>;
-
-/// The snapshots of the config's static remotes (live remotes are added by their sources).
-pub fn static_snapshots(cfg: &Config) -> Snapshots {
-    cfg.remotes
-        .iter()
-        .filter(|r| r.static_source.is_some())
-        .map(|r| (r.name.clone(), Arc::new(static_source::snapshot(r))))
-        .collect()
-}
 
 /// Which remote owns a public key (from the previous plan): in a conflict the owner keeps it.
 pub type KeyOwners = HashMap<[u8; 32], String>;
@@ -300,6 +291,7 @@ mod tests {
         ClusterConfig, NodeConfig, ProxyConfig, StaticPeer, StaticSource, TunnelConfig,
     };
     use crate::keys;
+    use crate::source::static_source::snapshots as static_snapshots;
 
     const K1: &str = "4ONiAEenjiGp0lgFD1UTkoqxnIHcISSKx9IX8357aW0=";
     const K2: &str = "2S1OsDzbX+zWb+gIOdFvMM+B0nryXhbDOJut0zweQh0=";
@@ -529,7 +521,7 @@ mod tests {
 
     #[test]
     fn endpoints_must_be_unicast_and_outside_every_range() {
-        use crate::source::{RemoteNode, RemoteSnapshot};
+        use crate::model::types::{RemoteNode, RemoteSnapshot};
         let mut west = remote("west", &["10.132.0.0/14"], &["10.101.0.0/16"], vec![]);
         west.static_source = None;
         west.kubeconfig = Some("/k".into());
@@ -580,7 +572,7 @@ mod tests {
 
     #[test]
     fn a_wider_claim_overlapping_earlier_narrow_ones_is_refused() {
-        use crate::source::{RemoteNode, RemoteSnapshot};
+        use crate::model::types::{RemoteNode, RemoteSnapshot};
         let mut west = remote("west", &["10.132.0.0/14"], &[], vec![]);
         west.static_source = None;
         west.kubeconfig = Some("/k".into());
@@ -647,7 +639,7 @@ mod tests {
 
     #[test]
     fn kube_snapshot_confined_and_overlaps_refused() {
-        use crate::source::{RemoteNode, RemoteSnapshot};
+        use crate::model::types::{RemoteNode, RemoteSnapshot};
         let mut west = remote("west", &["10.132.0.0/14"], &["10.101.0.0/16"], vec![]);
         west.static_source = None;
         west.kubeconfig = Some("/k".into());

@@ -3,7 +3,7 @@
 //! backends. It keeps a cache of what it holds, re-read from the kernel at start (adoption:
 //! nothing is deleted and re-created) and on every full resync or failed request.
 
-use super::ipvs::{AsyncIpvsClient, Destination, IpvsError, Request, Scheduler, Service};
+use super::ipvs::{AsyncIpvsClient, Destination, IpvsError, Scheduler};
 use super::ipvs_plan::{self, DrainSet, Held};
 use super::model::VirtualService;
 use super::vip_device;
@@ -72,7 +72,6 @@ pub struct SyncStats {
 pub struct IpvsBackend {
     client: AsyncIpvsClient,
     handle: rtnetlink::Handle,
-    device: String,
     device_index: u32,
     scheduler: Scheduler,
     drain_timeout: Duration,
@@ -112,7 +111,6 @@ impl IpvsBackend {
         Ok(IpvsBackend {
             client,
             handle,
-            device: device.to_string(),
             device_index,
             scheduler: Scheduler::from_name(scheduler),
             drain_timeout,
@@ -232,42 +230,5 @@ impl IpvsBackend {
 
     pub fn has_draining(&self) -> bool {
         !self.draining.is_empty()
-    }
-
-    /// Removes our services and the VIP device (shutdown / cleanup).
-    pub async fn teardown(&mut self) -> Result<usize, BackendError> {
-        self.reload().await?;
-        let reqs: Vec<Request> = self
-            .held
-            .keys()
-            .map(|k| Request::DeleteService(*k))
-            .collect();
-        let n = reqs.len();
-        if n > 0 {
-            for r in self.client.apply(reqs).await? {
-                r?;
-            }
-        }
-        self.held.clear();
-        let _ = crate::link::delete(&self.handle, &self.device).await;
-        Ok(n)
-    }
-
-    /// What the kernel holds for our services (for status), fresh.
-    pub async fn snapshot(&self) -> Result<Vec<(Service, Vec<Destination>)>, BackendError> {
-        let owned = self.owned.clone();
-        Ok(self
-            .client
-            .run(move |c| -> Result<_, IpvsError> {
-                let mut out = Vec::new();
-                for s in c.services()? {
-                    if ipvs_plan::is_ours(&s.key, &owned) {
-                        let d = c.destinations(&s.key)?;
-                        out.push((s, d));
-                    }
-                }
-                Ok(out)
-            })
-            .await??)
     }
 }

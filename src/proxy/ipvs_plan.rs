@@ -10,7 +10,7 @@
 use super::ipvs::{Destination, Protocol as IpvsProtocol, Request, Scheduler, Service};
 use super::ipvs::{ServiceFlags, ServiceKey};
 use super::model::{BackendState, VirtualService};
-use crate::source::Protocol;
+use crate::model::Protocol;
 use ipnetwork::IpNetwork;
 use std::collections::HashMap;
 use std::net::SocketAddr;

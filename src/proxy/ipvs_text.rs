@@ -103,9 +103,9 @@ pub fn virtual_service_labels(services: &[VirtualService]) -> HashMap<ServiceKey
         .iter()
         .map(|vs| {
             let protocol = match vs.protocol {
-                crate::source::Protocol::Tcp => Protocol::Tcp,
-                crate::source::Protocol::Udp => Protocol::Udp,
-                crate::source::Protocol::Sctp => Protocol::Sctp,
+                crate::model::Protocol::Tcp => Protocol::Tcp,
+                crate::model::Protocol::Udp => Protocol::Udp,
+                crate::model::Protocol::Sctp => Protocol::Sctp,
             };
             (
                 ServiceKey::Addr {
@@ -996,7 +996,7 @@ mod tests {
             name: "web".into(),
             port_name: "http".into(),
             vip: sa("172.31.0.10:80"),
-            protocol: crate::source::Protocol::Tcp,
+            protocol: crate::model::Protocol::Tcp,
             affinity_timeout: None,
             backends: vec![],
         };

@@ -3,7 +3,7 @@
 //! state. The IPVS and nftables backends both program exactly this.
 
 use crate::model::DesiredService;
-use crate::source::{Endpoint, Protocol, RemoteService, ServicePort};
+use crate::model::{Endpoint, Protocol, RemoteService, ServicePort};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 
@@ -142,7 +142,7 @@ fn state(remote: &str, e: &Endpoint, peer_down: &dyn Fn(&str, &str) -> bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::EndpointPort;
+    use crate::model::EndpointPort;
     use std::sync::Arc;
 
     fn ep(ip: &str, node: &str, ready: bool, terminating: bool, ports: &[(&str, u16)]) -> Endpoint {

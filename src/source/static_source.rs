@@ -101,6 +101,15 @@ fn label(p: &StaticPeer) -> String {
     format!("peer {}", p.name.as_deref().unwrap_or(&p.public_key))
 }
 
+/// The snapshots of the config's static remotes (live remotes are added by their sources).
+pub fn snapshots(cfg: &crate::config::Config) -> crate::model::Snapshots {
+    cfg.remotes
+        .iter()
+        .filter(|r| r.static_source.is_some())
+        .map(|r| (r.name.clone(), std::sync::Arc::new(snapshot(r))))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::Config;

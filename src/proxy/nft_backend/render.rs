@@ -24,9 +24,9 @@
 //! already holds exactly the wanted rules: [`render_update`] leaves it alone and only rewrites
 //! services that changed.
 
+use crate::model::Protocol;
 use crate::nft::valid_table_name;
 use crate::proxy::model::VirtualService;
-use crate::source::Protocol;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

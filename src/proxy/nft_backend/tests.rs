@@ -1,6 +1,6 @@
 use super::*;
+use crate::model::Protocol;
 use crate::proxy::model::{Backend, BackendState};
-use crate::source::Protocol;
 use std::net::SocketAddr;
 
 fn be(addr: &str, state: BackendState) -> Backend {
