@@ -149,11 +149,13 @@ long)
     for t in "${targets[@]}"; do
         stamp "$t for $seconds s (corpus $work/corpus/$t)"
         rm -rf "$work/artifacts/$t"
+        s=$(date +%s)
         if ! run "$t" "$work/corpus/$t" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096; then
             failed+=("$t")
             echo "fuzz.sh: $t FAILED; log $work/$t.log, input in $work/artifacts/$t/" >&2
         fi
-        rows+=("$(summary "$t" "$seconds")")
+        # The time it really ran: a crash ends a target early.
+        rows+=("$(summary "$t" $(($(date +%s) - s)))")
         printf '%s\n' "${rows[-1]}"
     done
     header
