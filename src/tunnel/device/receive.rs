@@ -1,0 +1,234 @@
+//! Inbound (the `sdn-rx` thread): datagrams from the socket, decrypted, checked (the sender's
+//! AllowedIPs, this node's pod CIDRs) and written to the TUN device; handshake replies sent.
+
+use super::*;
+
+/// WireGuard message types (the first byte; the next three are zero).
+const MSG_HANDSHAKE_RESPONSE: u8 = 2;
+const MSG_COOKIE_REPLY: u8 = 3;
+const MSG_DATA: u8 = 4;
+
+/// Whether a message that `Tunn::decapsulate` processed proved the sender holds the peer's
+/// key: only then may the handshake count as done and the peer's endpoint move. A cookie
+/// reply (to a cookie we sent, or ours under load) proves nothing; an initiation is proven by
+/// the response it earned; a response by the keepalive that follows it; data by decrypting.
+pub(crate) fn authenticated(msg_type: u8, result: Result<Option<u8>, ()>) -> bool {
+    match (msg_type, result) {
+        (_, Err(())) => false,
+        (1, Ok(Some(reply))) => reply == MSG_HANDSHAKE_RESPONSE,
+        (1, Ok(None)) => false,
+        (2, Ok(Some(reply))) => reply == MSG_DATA,
+        (2, Ok(None)) => false,
+        (MSG_COOKIE_REPLY, _) => false,
+        (MSG_DATA, Ok(_)) => true,
+        _ => false,
+    }
+}
+
+/// Reusable buffers for [`Device::receive_datagram`].
+#[doc(hidden)]
+pub struct RxScratch {
+    plain: Vec<u8>,
+    out: SendBatch,
+}
+
+impl Default for RxScratch {
+    fn default() -> Self {
+        RxScratch {
+            plain: vec![0u8; BUF],
+            out: SendBatch::new(BATCH, BUF),
+        }
+    }
+}
+
+impl Device {
+    /// Inbound: datagrams from the underlay, decrypted and written to the TUN device.
+    pub(super) fn udp_to_tun(&self) -> io::Result<()> {
+        let mut batch = RecvBatch::new(BATCH, BUF);
+        let mut plain = vec![0u8; BUF];
+        let mut out = SendBatch::new(BATCH, BUF);
+        let fd = self.udp.as_raw_fd();
+        let beat = &self.beats.rx;
+        while self.wait(fd, libc::POLLIN, beat)? {
+            loop {
+                let n = match self.udp.recv_batch(&mut batch) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // ICMP errors surface here as ECONNREFUSED etc.; they are not fatal.
+                        tracing::debug!(error = %e, "udp receive error");
+                        continue;
+                    }
+                };
+                self.counters
+                    .rx_datagrams
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                let peers = self.peers.load();
+                for i in 0..n {
+                    let Some(src) = batch.srcs[i] else { continue };
+                    let dgram = &batch.bufs[i][..batch.lens[i]];
+                    self.decrypt_one(&peers, src, dgram, &mut plain, &mut out);
+                    if out.is_full() {
+                        self.flush(&mut out, beat);
+                    }
+                }
+                self.flush(&mut out, beat);
+            }
+        }
+        Ok(())
+    }
+
+    /// Fuzzing and tests: the receive path for one datagram from `src`, as the rx thread runs
+    /// it (counted in `rx_datagrams`, then `decrypt_one`). What it queued for sending back
+    /// (handshake responses, cookie replies) is returned instead of sent.
+    #[doc(hidden)]
+    pub fn receive_datagram(
+        &self,
+        src: SocketAddr,
+        dgram: &[u8],
+        scratch: &mut RxScratch,
+    ) -> Vec<Vec<u8>> {
+        Counters::inc(&self.counters.rx_datagrams);
+        let peers = self.peers.load();
+        self.decrypt_one(&peers, src, dgram, &mut scratch.plain, &mut scratch.out);
+        let queued = scratch.out.queued().map(<[u8]>::to_vec).collect();
+        scratch.out.clear();
+        queued
+    }
+
+    pub(super) fn decrypt_one(
+        &self,
+        peers: &PeerSet,
+        src: SocketAddr,
+        dgram: &[u8],
+        plain: &mut [u8],
+        out: &mut SendBatch,
+    ) {
+        let c = &self.counters;
+        let packet = match Tunn::parse_incoming_packet(dgram) {
+            Ok(p) => p,
+            Err(_) => return Counters::inc(&c.dropped_bad_packet),
+        };
+        // Handshake messages: the cheap MAC check and load shedding, once, before any DH.
+        if matches!(
+            packet,
+            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+        ) {
+            let mut cookie = [0u8; 64];
+            match self.identity.load().rate_limiter.verify_packet(
+                Some(src.ip()),
+                dgram,
+                &mut cookie,
+            ) {
+                Ok(_) => {}
+                Err(TunnResult::WriteToNetwork(reply)) => {
+                    Counters::inc(&c.dropped_rate_limited);
+                    let len = reply.len();
+                    out.slot()[..len].copy_from_slice(reply);
+                    out.push(len, self.udp.sockaddr(src));
+                    return;
+                }
+                Err(TunnResult::Err(WireGuardError::UnderLoad)) => {
+                    return Counters::inc(&c.dropped_rate_limited)
+                }
+                Err(_) => return Counters::inc(&c.dropped_bad_packet),
+            }
+        }
+        let msg_type = dgram[0];
+        let peer = match &packet {
+            Packet::HandshakeInit(init) => {
+                let id = self.identity.load();
+                match parse_handshake_anon(&id.private, &id.public, init) {
+                    Ok(half) => peers.by_key(&half.peer_static_public),
+                    Err(_) => return Counters::inc(&c.dropped_bad_packet),
+                }
+            }
+            Packet::HandshakeResponse(p) => peers.by_session_index(p.receiver_idx),
+            Packet::PacketCookieReply(p) => peers.by_session_index(p.receiver_idx),
+            Packet::PacketData(p) => peers.by_session_index(p.receiver_idx),
+        };
+        let Some(peer) = peer else {
+            return Counters::inc(&c.dropped_unknown_peer);
+        };
+        let mut tunn = peer.tunn();
+        let proven = match tunn.decapsulate(Some(src.ip()), dgram, plain) {
+            TunnResult::Done => authenticated(msg_type, Ok(None)),
+            TunnResult::Err(e) => {
+                drop(tunn);
+                return self.count_error(peer, e);
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                let proven = authenticated(msg_type, Ok(reply.first().copied()));
+                let len = reply.len();
+                out.slot()[..len].copy_from_slice(reply);
+                out.push(len, self.udp.sockaddr(src));
+                // A completed handshake releases packets queued while it ran.
+                while proven && !out.is_full() {
+                    match tunn.decapsulate(None, &[], out.slot()) {
+                        TunnResult::WriteToNetwork(b) => {
+                            let len = b.len();
+                            out.push(len, self.udp.sockaddr(src));
+                        }
+                        _ => break,
+                    }
+                }
+                proven
+            }
+            TunnResult::WriteToTunnelV4(pkt, addr) => {
+                self.deliver(peers, peer, pkt, IpAddr::V4(addr));
+                authenticated(msg_type, Ok(None))
+            }
+            TunnResult::WriteToTunnelV6(pkt, addr) => {
+                self.deliver(peers, peer, pkt, IpAddr::V6(addr));
+                authenticated(msg_type, Ok(None))
+            }
+        };
+        drop(tunn);
+        if !proven {
+            return;
+        }
+        if matches!(
+            packet,
+            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+        ) {
+            peer.handshake_completed();
+            Counters::inc(&c.handshakes_completed);
+        }
+        // Authenticated: the peer's endpoint follows it (roaming).
+        if peer.set_endpoint(src) {
+            tracing::info!(peer = %peer.label(), endpoint = %src, "peer endpoint changed");
+        }
+    }
+
+    pub(super) fn deliver(&self, peers: &PeerSet, peer: &Arc<Peer>, pkt: &[u8], src: IpAddr) {
+        if !peers.source_allowed(peer, src) {
+            return Counters::inc(&self.counters.dropped_bad_source);
+        }
+        // A peer may reach our pods, nothing else: not this node's own addresses outside the
+        // pod range, local ClusterIPs (checked before kube-proxy's DNAT), the underlay, or
+        // other nodes' pods. (The node's own address inside the pod range, e.g. the bridge
+        // gateway, is left to the nft input guard: only replies to our connections pass.)
+        if !Tunn::dst_address(pkt).is_some_and(|d| contains(&self.local_cidrs.load(), d)) {
+            return Counters::inc(&self.counters.dropped_bad_destination);
+        }
+        if let Err(e) = self.tun.write(pkt) {
+            tracing::debug!(error = %e, "tun write failed");
+            Counters::inc(&self.counters.dropped_tun_write);
+        }
+    }
+
+    pub(super) fn count_error(&self, peer: &Peer, e: WireGuardError) {
+        let c = &self.counters;
+        let counter: &AtomicU64 = match e {
+            WireGuardError::DuplicateCounter | WireGuardError::InvalidCounter => &c.dropped_replay,
+            WireGuardError::UnderLoad => &c.dropped_rate_limited,
+            WireGuardError::WrongIndex | WireGuardError::NoCurrentSession => {
+                &c.dropped_unknown_peer
+            }
+            _ => &c.dropped_bad_packet,
+        };
+        Counters::inc(counter);
+        tracing::trace!(peer = %peer.label(), error = ?e, "datagram dropped");
+    }
+}

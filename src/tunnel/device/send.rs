@@ -1,0 +1,104 @@
+//! Outbound (the `sdn-tx` thread): inner packets from the TUN device, checked, encrypted to
+//! their peer by AllowedIPs and sent in batches.
+
+use super::*;
+
+impl Device {
+    pub(super) fn send_one(&self, pkt: &[u8], dst: SocketAddr) {
+        match self.udp.send_to(pkt, dst) {
+            Ok(_) => Counters::inc(&self.counters.tx_datagrams),
+            Err(e) => {
+                Counters::inc(&self.counters.dropped_udp_send);
+                tracing::debug!(%dst, error = %e, "udp send failed");
+            }
+        }
+    }
+
+    /// Outbound: inner packets from the TUN device, encrypted to their peer.
+    pub(super) fn tun_to_udp(&self) -> io::Result<()> {
+        let mut inbuf = vec![0u8; BUF];
+        let mut out = SendBatch::new(BATCH, BUF);
+        let fd = self.tun.as_raw_fd();
+        let beat = &self.beats.tx;
+        while self.wait(fd, libc::POLLIN, beat)? {
+            let peers = self.peers.load();
+            // Drain the TUN queue in batches; flush each batch with one sendmmsg.
+            loop {
+                let n = match self.tun.read(&mut inbuf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                self.encrypt_one(&peers, &inbuf[..n], &mut out);
+                if out.is_full() {
+                    self.flush(&mut out, beat);
+                }
+            }
+            self.flush(&mut out, beat);
+        }
+        Ok(())
+    }
+
+    pub(super) fn encrypt_one(&self, peers: &PeerSet, pkt: &[u8], out: &mut SendBatch) {
+        let Some(dst) = Tunn::dst_address(pkt) else {
+            Counters::inc(&self.counters.dropped_bad_packet);
+            return;
+        };
+        // Only this node's pods (and the host with a source from their range) may send into
+        // the tunnel; a remote would drop anything else anyway, after the work of encrypting.
+        if !src_address(pkt).is_some_and(|s| contains(&self.local_cidrs.load(), s)) {
+            Counters::inc(&self.counters.dropped_bad_source_out);
+            return;
+        }
+        let Some(peer) = peers.route(dst) else {
+            Counters::inc(&self.counters.dropped_no_peer);
+            return;
+        };
+        let len = match peer.tunn().encapsulate(pkt, out.slot()) {
+            TunnResult::WriteToNetwork(b) => {
+                peer.note_sent(b);
+                b.len()
+            }
+            TunnResult::Err(e) => {
+                tracing::debug!(peer = %peer.label(), error = ?e, "encapsulate failed");
+                Counters::inc(&self.counters.dropped_bad_packet);
+                return;
+            }
+            _ => return, // queued until the handshake completes
+        };
+        match peer.endpoint() {
+            Some(ep) => out.push(len, self.udp.sockaddr(ep)),
+            None => Counters::inc(&self.counters.dropped_no_endpoint),
+        }
+    }
+
+    /// Sends everything queued, waiting for socket space when the send buffer is full.
+    pub(super) fn flush(&self, out: &mut SendBatch, beat: &Beat) {
+        while !out.is_empty() {
+            match self.udp.send_batch(out) {
+                Ok(n) => {
+                    self.counters
+                        .tx_datagrams
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !matches!(
+                        self.wait(self.udp.as_raw_fd(), libc::POLLOUT, beat),
+                        Ok(true)
+                    ) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if out.errors > 0 {
+            self.counters
+                .dropped_udp_send
+                .fetch_add(out.errors, Ordering::Relaxed);
+            out.errors = 0;
+        }
+        out.clear();
+    }
+}
