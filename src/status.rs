@@ -1,7 +1,7 @@
 //! `sdn-tunnel status`: what the running system holds, rendered like `wg show` (peers) plus our
 //! routes and drop counters. Gathering does I/O; rendering is pure and unit-tested.
 
-use crate::control::{AdvertiseStatus, AgentStatus, RemoteStatus};
+use crate::control::{AdvertiseStatus, AgentStatus, PeerStatus, RemoteStatus};
 use crate::routes::OurRoute;
 use crate::source::SourceKind;
 use serde::Serialize;
@@ -133,92 +133,19 @@ pub struct LinkState {
     pub up: bool,
 }
 
+/// The `status` text, section by section (as the metrics render the same facts): the
+/// interface, its peers, the counters, the advertisement and remotes, then the proxy, DNS,
+/// IPVS and routes.
 pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
     let mut s = String::new();
-    let _ = write!(s, "interface: {}", r.device);
-    match &r.link {
-        Some(l) => {
-            let _ = writeln!(s, " ({}, mtu {})", if l.up { "up" } else { "DOWN" }, l.mtu);
-        }
-        None => {
-            let _ = writeln!(s, " (absent)");
-        }
-    }
+    render_interface(&mut s, r);
     match &r.agent {
         Some(a) => {
-            let _ = writeln!(s, "  public key: {}", a.public_key);
-            let _ = writeln!(s, "  listening port: {}", a.listen_port);
-            let _ = writeln!(
-                s,
-                "  cluster: {}  node: {}  pid: {}",
-                a.cluster, a.node, a.pid
-            );
-            if a.node_pod_cidrs.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "  node pod CIDRs: UNKNOWN (node.podCIDRs unset and none on our Node): \
-                     the tunnel passes no traffic"
-                );
-            } else {
-                let _ = writeln!(s, "  node pod CIDRs: {}", a.node_pod_cidrs.join(", "));
-            }
-            let _ = writeln!(
-                s,
-                "  udp buffers: receive {} send {}",
-                bytes(a.udp_receive_buffer as u64),
-                bytes(a.udp_send_buffer as u64)
-            );
+            render_agent(&mut s, a);
             for p in &a.peers {
-                s.push('\n');
-                let label = match &p.name {
-                    Some(n) => format!("{}/{}", p.remote, n),
-                    None => p.remote.clone(),
-                };
-                let _ = writeln!(s, "peer: {} ({label})", p.public_key);
-                if let Some(ep) = &p.endpoint {
-                    let _ = writeln!(s, "  endpoint: {ep}");
-                }
-                let _ = writeln!(s, "  allowed ips: {}", join_or_none(&p.allowed_ips));
-                match p.handshake_age(now_unix) {
-                    Some(age) => {
-                        let _ = writeln!(s, "  latest handshake: {}", ago(age));
-                    }
-                    None => {
-                        let _ = writeln!(s, "  latest handshake: (none)");
-                    }
-                }
-                let _ = writeln!(
-                    s,
-                    "  transfer: {} received, {} sent",
-                    bytes(p.rx_bytes),
-                    bytes(p.tx_bytes)
-                );
-                if let Some(k) = p.persistent_keepalive {
-                    let _ = writeln!(s, "  persistent keepalive: every {k} seconds");
-                }
+                render_peer(&mut s, p, now_unix);
             }
-            let c = &a.counters;
-            s.push('\n');
-            let _ = writeln!(
-                s,
-                "datagrams: {} received, {} sent, {} handshakes",
-                c.rx_datagrams, c.tx_datagrams, c.handshakes_completed
-            );
-            let _ = writeln!(
-                s,
-                "dropped: no-peer {} no-endpoint {} bad-packet {} replay {} rate-limited {} unknown-peer {} bad-source {} bad-destination {} bad-source-out {} tun-write {} udp-send {}",
-                c.dropped_no_peer,
-                c.dropped_no_endpoint,
-                c.dropped_bad_packet,
-                c.dropped_replay,
-                c.dropped_rate_limited,
-                c.dropped_unknown_peer,
-                c.dropped_bad_source,
-                c.dropped_bad_destination,
-                c.dropped_bad_source_out,
-                c.dropped_tun_write,
-                c.dropped_udp_send
-            );
+            render_counters(&mut s, &a.counters);
             if let Some(adv) = &a.advertisement {
                 render_advertisement(&mut s, adv, now_unix);
             }
@@ -239,61 +166,10 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
         }
     }
     if let Some(p) = r.agent.as_ref().and_then(|a| a.proxy.as_ref()) {
-        s.push('\n');
-        let _ = write!(
-            s,
-            "service proxy ({}): {} virtual services, {} real servers",
-            p.backend, p.virtual_services, p.real_servers
-        );
-        match (&p.last_error, p.last_sync_unix) {
-            (Some(e), _) => {
-                let _ = writeln!(s, "; FAILING: {e}");
-            }
-            (None, Some(t)) => {
-                let _ = writeln!(
-                    s,
-                    "; synced {} in {:.1} ms",
-                    ago(now_unix.saturating_sub(t)),
-                    p.last_sync_ms
-                );
-            }
-            (None, None) => {
-                let _ = writeln!(s, "; not synced yet");
-            }
-        }
+        render_proxy(&mut s, p, now_unix);
     }
     if let Some(d) = r.agent.as_ref().and_then(|a| a.dns.as_ref()) {
-        s.push('\n');
-        match &d.error {
-            Some(e) => {
-                let _ = writeln!(s, "dns ({}): NOT RUNNING: {e}", d.listen);
-            }
-            None => {
-                let zones: Vec<String> = d
-                    .zones
-                    .zones
-                    .iter()
-                    .map(|z| match z.servfail {
-                        true => format!("{} (SERVFAIL: remote stale)", z.origin),
-                        false => format!("{} ({} names, {} records)", z.origin, z.names, z.records),
-                    })
-                    .collect();
-                let _ = writeln!(s, "dns ({}): zones: {}", d.listen, join_or_none(&zones));
-                let q = &d.queries;
-                let _ = writeln!(
-                    s,
-                    "  queries: udp {} tcp {}; noerror {} nodata {} nxdomain {} refused {} formerr {} truncated {}",
-                    q.udp_queries, q.tcp_queries, q.noerror, q.nodata, q.nxdomain, q.refused, q.formerr, q.truncated
-                );
-                if q.forwarded + q.forward_overload > 0 {
-                    let _ = writeln!(
-                        s,
-                        "  forwarded {} (failed {}, over the in-flight limit {})",
-                        q.forwarded, q.forward_failed, q.forward_overload
-                    );
-                }
-            }
-        }
+        render_dns(&mut s, d);
     }
     if let Some(ipvs) = &r.ipvs {
         s.push('\n');
@@ -304,6 +180,158 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
             None => s.push_str(&ipvs.annotated_text),
         }
     }
+    render_routes(&mut s, r);
+    s
+}
+
+fn render_interface(s: &mut String, r: &StatusReport) {
+    let _ = write!(s, "interface: {}", r.device);
+    match &r.link {
+        Some(l) => {
+            let _ = writeln!(s, " ({}, mtu {})", if l.up { "up" } else { "DOWN" }, l.mtu);
+        }
+        None => {
+            let _ = writeln!(s, " (absent)");
+        }
+    }
+}
+
+fn render_agent(s: &mut String, a: &AgentStatus) {
+    let _ = writeln!(s, "  public key: {}", a.public_key);
+    let _ = writeln!(s, "  listening port: {}", a.listen_port);
+    let _ = writeln!(
+        s,
+        "  cluster: {}  node: {}  pid: {}",
+        a.cluster, a.node, a.pid
+    );
+    if a.node_pod_cidrs.is_empty() {
+        let _ = writeln!(
+            s,
+            "  node pod CIDRs: UNKNOWN (node.podCIDRs unset and none on our Node): \
+             the tunnel passes no traffic"
+        );
+    } else {
+        let _ = writeln!(s, "  node pod CIDRs: {}", a.node_pod_cidrs.join(", "));
+    }
+    let _ = writeln!(
+        s,
+        "  udp buffers: receive {} send {}",
+        bytes(a.udp_receive_buffer as u64),
+        bytes(a.udp_send_buffer as u64)
+    );
+}
+
+fn render_peer(s: &mut String, p: &PeerStatus, now_unix: u64) {
+    s.push('\n');
+    let label = match &p.name {
+        Some(n) => format!("{}/{}", p.remote, n),
+        None => p.remote.clone(),
+    };
+    let _ = writeln!(s, "peer: {} ({label})", p.public_key);
+    if let Some(ep) = &p.endpoint {
+        let _ = writeln!(s, "  endpoint: {ep}");
+    }
+    let _ = writeln!(s, "  allowed ips: {}", join_or_none(&p.allowed_ips));
+    match p.handshake_age(now_unix) {
+        Some(age) => {
+            let _ = writeln!(s, "  latest handshake: {}", ago(age));
+        }
+        None => {
+            let _ = writeln!(s, "  latest handshake: (none)");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  transfer: {} received, {} sent",
+        bytes(p.rx_bytes),
+        bytes(p.tx_bytes)
+    );
+    if let Some(k) = p.persistent_keepalive {
+        let _ = writeln!(s, "  persistent keepalive: every {k} seconds");
+    }
+}
+
+fn render_counters(s: &mut String, c: &crate::tunnel::counters::CountersSnapshot) {
+    s.push('\n');
+    let _ = writeln!(
+        s,
+        "datagrams: {} received, {} sent, {} handshakes",
+        c.rx_datagrams, c.tx_datagrams, c.handshakes_completed
+    );
+    let _ = writeln!(
+        s,
+        "dropped: no-peer {} no-endpoint {} bad-packet {} replay {} rate-limited {} unknown-peer {} bad-source {} bad-destination {} bad-source-out {} tun-write {} udp-send {}",
+        c.dropped_no_peer,
+        c.dropped_no_endpoint,
+        c.dropped_bad_packet,
+        c.dropped_replay,
+        c.dropped_rate_limited,
+        c.dropped_unknown_peer,
+        c.dropped_bad_source,
+        c.dropped_bad_destination,
+        c.dropped_bad_source_out,
+        c.dropped_tun_write,
+        c.dropped_udp_send
+    );
+}
+
+fn render_proxy(s: &mut String, p: &crate::control::ProxyStatus, now_unix: u64) {
+    s.push('\n');
+    let _ = write!(
+        s,
+        "service proxy ({}): {} virtual services, {} real servers",
+        p.backend, p.virtual_services, p.real_servers
+    );
+    match (&p.last_error, p.last_sync_unix) {
+        (Some(e), _) => {
+            let _ = writeln!(s, "; FAILING: {e}");
+        }
+        (None, Some(t)) => {
+            let _ = writeln!(
+                s,
+                "; synced {} in {:.1} ms",
+                ago(now_unix.saturating_sub(t)),
+                p.last_sync_ms
+            );
+        }
+        (None, None) => {
+            let _ = writeln!(s, "; not synced yet");
+        }
+    }
+}
+
+fn render_dns(s: &mut String, d: &crate::control::DnsStatus) {
+    s.push('\n');
+    if let Some(e) = &d.error {
+        let _ = writeln!(s, "dns ({}): NOT RUNNING: {e}", d.listen);
+        return;
+    }
+    let zones: Vec<String> = d
+        .zones
+        .zones
+        .iter()
+        .map(|z| match z.servfail {
+            true => format!("{} (SERVFAIL: remote stale)", z.origin),
+            false => format!("{} ({} names, {} records)", z.origin, z.names, z.records),
+        })
+        .collect();
+    let _ = writeln!(s, "dns ({}): zones: {}", d.listen, join_or_none(&zones));
+    let q = &d.queries;
+    let _ = writeln!(
+        s,
+        "  queries: udp {} tcp {}; noerror {} nodata {} nxdomain {} refused {} formerr {} truncated {}",
+        q.udp_queries, q.tcp_queries, q.noerror, q.nodata, q.nxdomain, q.refused, q.formerr, q.truncated
+    );
+    if q.forwarded + q.forward_overload > 0 {
+        let _ = writeln!(
+            s,
+            "  forwarded {} (failed {}, over the in-flight limit {})",
+            q.forwarded, q.forward_failed, q.forward_overload
+        );
+    }
+}
+
+fn render_routes(s: &mut String, r: &StatusReport) {
     s.push('\n');
     let _ = writeln!(s, "routes (proto {}):", r.route_protocol);
     if let Some(e) = &r.routes_error {
@@ -321,7 +349,6 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
         }
         s.push('\n');
     }
-    s
 }
 
 fn render_advertisement(s: &mut String, a: &AdvertiseStatus, now_unix: u64) {
