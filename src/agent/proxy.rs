@@ -6,9 +6,10 @@
 use crate::config::{Config, ProxyBackend};
 use crate::control::{AgentFacts, ProxyStatus};
 use crate::model::DesiredService;
+use crate::proxy::backend::ServiceBackend;
 use crate::proxy::ipvs_backend::IpvsBackend;
 use crate::proxy::model::{virtual_services, VirtualService};
-use crate::proxy::nft_backend;
+use crate::proxy::nft_backend::{self, NftBackend};
 use crate::source::now_unix;
 use crate::tunnel::Device;
 use ipnetwork::IpNetwork;
@@ -34,11 +35,6 @@ pub fn remote_service_cidrs(cfg: &Config) -> Vec<IpNetwork> {
         .collect()
 }
 
-enum Backend {
-    Ipvs(Box<IpvsBackend>),
-    Nft(String),
-}
-
 /// What the proxy gets on every re-plan.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProxyInput {
@@ -61,13 +57,45 @@ pub struct ProxyTask {
 }
 
 impl ProxyTask {
-    pub async fn run(mut self) -> std::io::Result<()> {
-        let kind = self.cfg.proxy.backend;
-        let mut backend = loop {
-            match self.backend().await {
-                Ok(b) => break b,
+    /// Starts the configured backend (retrying while it cannot start) and drives it.
+    pub async fn run(self) -> std::io::Result<()> {
+        match self.cfg.proxy.backend {
+            ProxyBackend::Ipvs => {
+                let backend = self.start(Self::ipvs).await;
+                self.drive(backend).await
+            }
+            ProxyBackend::Nftables => {
+                let table = nft_table(&self.cfg);
+                self.drive(NftBackend { table }).await
+            }
+            ProxyBackend::None => Ok(()),
+        }
+    }
+
+    async fn ipvs(&self) -> Result<IpvsBackend, String> {
+        let p = &self.cfg.proxy;
+        let handle = crate::link::connect().map_err(|e| e.to_string())?;
+        IpvsBackend::new(
+            handle,
+            &p.device,
+            &p.scheduler,
+            Duration::from_secs(p.drain_timeout_seconds.into()),
+            remote_service_cidrs(&self.cfg),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// Retries `make` every 30 s until the backend starts (e.g. a kernel without IPVS).
+    async fn start<'a, B, F>(&'a self, make: impl Fn(&'a Self) -> F) -> B
+    where
+        F: std::future::Future<Output = Result<B, String>> + 'a,
+    {
+        loop {
+            match make(self).await {
+                Ok(b) => return b,
                 Err(e) => {
-                    tracing::error!(backend = ?kind, error = %e,
+                    tracing::error!(backend = ?self.cfg.proxy.backend, error = %e,
                         "service proxy unavailable; remote ClusterIPs won't work; retrying in 30s");
                     self.set_status(|s| s.last_error = Some(e.clone()));
                     self.beat.tick();
@@ -75,7 +103,12 @@ impl ProxyTask {
                     self.beat.tick();
                 }
             }
-        };
+        }
+    }
+
+    /// The loop: on a change of the services or of peer liveness, every 2 s (draining) and
+    /// every 60 s (resync), compute the desired table and sync the backend if needed.
+    async fn drive(mut self, mut backend: impl ServiceBackend) -> std::io::Result<()> {
         let mut tick = tokio::time::interval(TICK);
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
@@ -100,74 +133,32 @@ impl ProxyTask {
                 _ = tick.tick() => {}
                 _ = resync.tick() => {
                     force = true;
-                    if let Backend::Ipvs(b) = &mut backend {
-                        b.resync();
-                    }
+                    backend.resync();
                 }
             }
-            // Shared, not copied, by the last-applied value, the nft task and the status.
+            // Shared, not copied, by the last-applied value, the backend and the status.
             let desired = Arc::new(self.desired());
             let (protected, triggers) = {
                 let input = self.services.borrow();
                 (input.protected.clone(), input.changed_at.clone())
             };
-            let draining = matches!(&backend, Backend::Ipvs(b) if b.has_draining());
             let changed = last.as_ref() != Some(&desired);
-            if !force && !draining && !changed {
+            if !force && !backend.has_draining() && !changed {
                 // The kernel already holds what these changes lead to.
                 self.metrics
                     .observe_programmed(&triggers, &mut watermark, SystemTime::now());
                 continue;
             }
-            // nftables rewrites its table from the desired list alone: wait for every remote's
-            // first snapshot (IPVS keeps unsynced remotes' services itself).
-            if matches!(backend, Backend::Nft(_))
+            // A backend that rewrites its table from the desired list alone waits for every
+            // remote's first snapshot (IPVS keeps unsynced remotes' services itself).
+            if backend.needs_every_remote()
                 && !protected.is_empty()
                 && started_at.elapsed() < NFT_FIRST_SYNC_WAIT
             {
                 continue;
             }
             let started = Instant::now();
-            let result = match &mut backend {
-                Backend::Ipvs(b) => b
-                    .sync(&desired, &protected)
-                    .await
-                    .map_err(|e| e.to_string())
-                    .map(|st| {
-                        if st.requests > 0 || st.vips_added > 0 || st.vips_removed > 0 {
-                            tracing::info!(
-                                requests = st.requests,
-                                failed = st.failed,
-                                vips_added = st.vips_added,
-                                vips_removed = st.vips_removed,
-                                services = st.services,
-                                "IPVS programmed"
-                            );
-                        }
-                    }),
-                Backend::Nft(table) => {
-                    let table = table.clone();
-                    let d = Arc::clone(&desired);
-                    tokio::task::spawn_blocking(move || nft_backend::apply(&table, &d))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.map_err(|e| e.to_string()))
-                        .map(|()| {
-                            // The 60 s resync rewrites the table too: only news is worth info.
-                            if changed {
-                                tracing::info!(
-                                    services = desired.len(),
-                                    "nftables proxy programmed"
-                                )
-                            } else {
-                                tracing::debug!(
-                                    services = desired.len(),
-                                    "nftables proxy rewritten"
-                                )
-                            }
-                        })
-                }
-            };
+            let result = backend.sync(&desired, &protected, changed).await;
             let took = started.elapsed();
             self.metrics.observe_proxy_sync(took);
             match result {
@@ -187,31 +178,11 @@ impl ProxyTask {
                 }
                 Err(e) => {
                     self.metrics.proxy_sync_errors.inc();
-                    tracing::warn!(error = %e, "service proxy sync failed; retrying");
+                    tracing::warn!(backend = backend.name(), error = %e,
+                        "service proxy sync failed; retrying");
                     self.set_status(|s| s.last_error = Some(e));
                 }
             }
-        }
-    }
-
-    async fn backend(&self) -> Result<Backend, String> {
-        let p = &self.cfg.proxy;
-        match p.backend {
-            ProxyBackend::Ipvs => {
-                let handle = crate::link::connect().map_err(|e| e.to_string())?;
-                let b = IpvsBackend::new(
-                    handle,
-                    &p.device,
-                    &p.scheduler,
-                    Duration::from_secs(p.drain_timeout_seconds.into()),
-                    remote_service_cidrs(&self.cfg),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                Ok(Backend::Ipvs(Box::new(b)))
-            }
-            ProxyBackend::Nftables => Ok(Backend::Nft(nft_table(&self.cfg))),
-            ProxyBackend::None => Err("no backend".into()),
         }
     }
 

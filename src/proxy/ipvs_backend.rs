@@ -232,3 +232,39 @@ impl IpvsBackend {
         !self.draining.is_empty()
     }
 }
+
+impl super::backend::ServiceBackend for IpvsBackend {
+    fn name(&self) -> &'static str {
+        "ipvs"
+    }
+
+    async fn sync(
+        &mut self,
+        desired: &std::sync::Arc<Vec<VirtualService>>,
+        protected: &[IpNetwork],
+        _changed: bool,
+    ) -> Result<(), String> {
+        let st = IpvsBackend::sync(self, desired, protected)
+            .await
+            .map_err(|e| e.to_string())?;
+        if st.requests > 0 || st.vips_added > 0 || st.vips_removed > 0 {
+            tracing::info!(
+                requests = st.requests,
+                failed = st.failed,
+                vips_added = st.vips_added,
+                vips_removed = st.vips_removed,
+                services = st.services,
+                "IPVS programmed"
+            );
+        }
+        Ok(())
+    }
+
+    fn resync(&mut self) {
+        IpvsBackend::resync(self)
+    }
+
+    fn has_draining(&self) -> bool {
+        IpvsBackend::has_draining(self)
+    }
+}

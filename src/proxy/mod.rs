@@ -3,6 +3,7 @@
 //!
 //! - [`ipvs`]: a small, tested codec and client for the kernel's IPVS generic-netlink family.
 
+pub mod backend;
 pub mod ipvs;
 pub mod ipvs_backend;
 pub mod ipvs_plan;

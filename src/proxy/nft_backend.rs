@@ -45,6 +45,41 @@ pub use render::{
 
 use crate::proxy::model::VirtualService;
 
+/// The nftables backend: our table rewritten in one `nft -f` transaction per sync.
+pub struct NftBackend {
+    pub table: String,
+}
+
+impl super::backend::ServiceBackend for NftBackend {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    async fn sync(
+        &mut self,
+        desired: &std::sync::Arc<Vec<VirtualService>>,
+        _protected: &[ipnetwork::IpNetwork],
+        changed: bool,
+    ) -> Result<(), String> {
+        let (table, d) = (self.table.clone(), std::sync::Arc::clone(desired));
+        tokio::task::spawn_blocking(move || apply(&table, &d))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        // The 60 s resync rewrites the table too: only news is worth info.
+        if changed {
+            tracing::info!(services = desired.len(), "nftables proxy programmed");
+        } else {
+            tracing::debug!(services = desired.len(), "nftables proxy rewritten");
+        }
+        Ok(())
+    }
+
+    fn needs_every_remote(&self) -> bool {
+        true
+    }
+}
+
 /// Programs `services` into our table `inet <table>` atomically (all or nothing), keeping the
 /// clients remembered for ClientIP affinity of backends that stay Active. Idempotent.
 pub fn apply(table: &str, services: &[VirtualService]) -> Result<(), NftError> {
