@@ -17,6 +17,7 @@ use tokio::sync::{watch, Notify};
 const RESYNC: Duration = Duration::from_secs(30);
 
 mod advertise;
+mod apply;
 mod key_watch;
 mod observe;
 pub mod proxy;
@@ -106,13 +107,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         ));
         tasks.spawn(crate::http::serve(listener, ep));
     }
+    // Sources -> planner -> one Arc<Plan> per change -> the applier (peers, DNS zones,
+    // status) and the proxy, each following the latest plan.
     let mut remotes = remotes::Remotes::start(&cfg, &mut tasks);
-    let desired = remotes.apply(&cfg, &device, &facts);
-    let (services_tx, services_rx) = watch::channel(Arc::new(proxy::ProxyInput {
-        services: desired.services.clone(),
-        protected: remotes.unsynced_service_cidrs(&cfg),
-        changed_at: remotes.change_times(),
-    }));
+    let first = Arc::new(remotes.plan(&cfg));
+    // Routes depend on the config alone (every remote's declared CIDRs, synced or not), so
+    // the first plan's routes are the routes for the agent's lifetime.
+    let desired_routes = first.desired.routes.clone();
+    let first_peers = first.desired.peers.len();
+    let (plan_tx, plan_rx) = watch::channel(first.clone());
     let (down_tx, down_rx) = watch::channel(Arc::new(observe::DownPeers::new()));
     if cfg.proxy.backend != crate::config::ProxyBackend::None {
         tracing::info!(backend = ?cfg.proxy.backend, "service proxy for remote ClusterIPs");
@@ -120,7 +123,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             proxy::ProxyTask {
                 cfg: Arc::new(cfg.clone()),
                 device: device.clone(),
-                services: services_rx,
+                plans: plan_rx.clone(),
                 down: down_rx,
                 facts: facts.clone(),
                 metrics: metrics.clone(),
@@ -130,12 +133,19 @@ pub async fn run(cfg: Config) -> Result<()> {
         );
     }
 
-    let dns = if cfg.dns.enabled {
+    let dns = cfg.dns.enabled.then(|| {
+        crate::dns::DnsHandle::with_forwarders(
+            crate::dns::Zones::default(),
+            crate::dns::forward::parse_forwarders(&cfg.dns.forwarders),
+        )
+    });
+    // The first plan is applied before the DNS responder answers and the device runs.
+    let mut applier =
+        apply::PlanApplier::new(cfg.clone(), device.clone(), facts.clone(), dns.clone());
+    applier.apply(&first);
+    drop(first);
+    if let Some(handle) = &dns {
         let d = &cfg.dns;
-        let handle = crate::dns::DnsHandle::with_forwarders(
-            dns_zones(&cfg, &desired.services, &remotes.stale_remotes()),
-            crate::dns::forward::parse_forwarders(&d.forwarders),
-        );
         let state = match crate::dns::DnsServer::bind(d.listen, handle.clone()).await {
             Ok(server) => {
                 tracing::info!(listen = %d.listen, domain = %d.cluster_set_domain, "DNS responder up");
@@ -152,22 +162,17 @@ pub async fn run(cfg: Config) -> Result<()> {
             }
         };
         facts.write().unwrap_or_else(|e| e.into_inner()).dns = Some((d.listen.to_string(), state));
-        Some(handle)
-    } else {
-        None
-    };
+    }
 
     // Re-planning runs in a task of its own, off this loop: a hostile remote's snapshot may
     // take a while to plan, and the main loop's heartbeat (/healthz) must not wait for it.
     tasks.spawn(plan_loop(
         remotes,
         cfg.clone(),
-        device.clone(),
-        facts.clone(),
-        dns.clone(),
-        services_tx,
+        plan_tx,
         health.beat("planner"),
     ));
+    tasks.spawn(applier.run(plan_rx, health.beat("plan applier")));
 
     let key_changed = Arc::new(Notify::new());
     let (own_cidrs_tx, mut own_cidrs) = watch::channel(None);
@@ -217,16 +222,12 @@ pub async fn run(cfg: Config) -> Result<()> {
         };
         let mut ruleset = tunnel_ruleset(&cfg, src4, src6);
         if let Err(e) =
-            sync_kernel(&routes, &cfg, &desired.routes, src4, src6, &ruleset, true).await
+            sync_kernel(&routes, &cfg, &desired_routes, src4, src6, &ruleset, true).await
         {
             break 'run Err(e);
         }
         health.set_kernel_programmed();
-        tracing::info!(
-            routes = desired.routes.len(),
-            peers = desired.peers.len(),
-            "ready"
-        );
+        tracing::info!(routes = desired_routes.len(), peers = first_peers, "ready");
 
         let mut key_watch = key_watch::KeyWatch::new(t.private_key_file.clone());
         let mut resync = tokio::time::interval(RESYNC);
@@ -301,7 +302,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             if let Err(e) = sync_kernel(
                 &routes,
                 &cfg,
-                &desired.routes,
+                &desired_routes,
                 src4,
                 src6,
                 &ruleset,
@@ -342,17 +343,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     outcome
 }
 
-/// Re-plans after every change of a remote's snapshot (debounced) and hands the result on:
-/// peers to the device, zones to DNS, services to the proxy, status to `facts`. Planning runs
-/// in `block_in_place`: other tasks move to another worker meanwhile. Ticks its heartbeat at
-/// least every 10 s while idle.
+/// Re-plans after every change of a remote's snapshot (debounced) and publishes the plan.
+/// Planning runs in `block_in_place`: other tasks move to another worker meanwhile. Ticks its
+/// heartbeat at least every 10 s while idle.
 async fn plan_loop(
     mut remotes: remotes::Remotes,
     cfg: Config,
-    device: Arc<Device>,
-    facts: Arc<RwLock<AgentFacts>>,
-    dns: Option<crate::dns::DnsHandle>,
-    services_tx: watch::Sender<Arc<proxy::ProxyInput>>,
+    plans: watch::Sender<Arc<remotes::Plan>>,
     beat: crate::health::Beat,
 ) -> std::io::Result<()> {
     let changed = remotes.changed.clone();
@@ -365,41 +362,12 @@ async fn plan_loop(
         }
         tokio::time::sleep(REPLAN_DEBOUNCE).await;
         beat.tick();
-        let d = tokio::task::block_in_place(|| remotes.apply(&cfg, &device, &facts));
-        if let Some(h) = &dns {
-            h.set_zones(dns_zones(&cfg, &d.services, &remotes.stale_remotes()));
+        let plan = tokio::task::block_in_place(|| remotes.plan(&cfg));
+        if plans.send(Arc::new(plan)).is_err() {
+            return Ok(());
         }
-        let input = proxy::ProxyInput {
-            services: d.services,
-            protected: remotes.unsynced_service_cidrs(&cfg),
-            changed_at: remotes.change_times(),
-        };
-        services_tx.send_if_modified(|cur| {
-            if **cur == input {
-                return false;
-            }
-            *cur = Arc::new(input);
-            true
-        });
         crate::memory::release_freed();
     }
-}
-
-/// The DNS zones for one plan. `stale`: remotes whose API is failing; with
-/// `dns.serveStale: false` their zones answer SERVFAIL and they leave the clusterset names.
-fn dns_zones(
-    cfg: &Config,
-    services: &[crate::model::DesiredService],
-    stale: &[String],
-) -> crate::dns::Zones {
-    let remotes: Vec<&str> = cfg.remotes.iter().map(|r| r.name.as_str()).collect();
-    let failed: Vec<&str> = if cfg.dns.serve_stale {
-        Vec::new()
-    } else {
-        stale.iter().map(String::as_str).collect()
-    };
-    let d = &cfg.dns;
-    crate::dns::Zones::build_with_stale(&remotes, &failed, services, &d.cluster_set_domain, d.ttl)
 }
 
 /// MSS clamping, the fail-closed and input guards, plus (IPVS backend) source NAT of

@@ -5,7 +5,6 @@
 
 use crate::config::{Config, ProxyBackend};
 use crate::control::{AgentFacts, ProxyStatus};
-use crate::model::DesiredService;
 use crate::proxy::backend::ServiceBackend;
 use crate::proxy::ipvs_backend::IpvsBackend;
 use crate::proxy::model::{virtual_services, VirtualService};
@@ -35,20 +34,11 @@ pub fn remote_service_cidrs(cfg: &Config) -> Vec<IpNetwork> {
         .collect()
 }
 
-/// What the proxy gets on every re-plan.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProxyInput {
-    pub services: Vec<DesiredService>,
-    /// Service CIDRs of remotes not synced since start: left as the kernel holds them.
-    pub protected: Vec<IpNetwork>,
-    /// When the remote services last changed (for the network programming metric).
-    pub changed_at: Vec<std::time::SystemTime>,
-}
-
 pub struct ProxyTask {
     pub cfg: Arc<Config>,
     pub device: Arc<Device>,
-    pub services: watch::Receiver<Arc<ProxyInput>>,
+    /// The planner's plans: the confined services, protected CIDRs and change times.
+    pub plans: watch::Receiver<Arc<super::remotes::Plan>>,
     /// Peers judged down, published by the agent's peer poll.
     pub down: watch::Receiver<Arc<super::observe::DownPeers>>,
     pub facts: Arc<RwLock<AgentFacts>>,
@@ -120,7 +110,7 @@ impl ProxyTask {
         loop {
             self.beat.tick();
             tokio::select! {
-                r = self.services.changed() => {
+                r = self.plans.changed() => {
                     if r.is_err() {
                         return Ok(());
                     }
@@ -139,8 +129,8 @@ impl ProxyTask {
             // Shared, not copied, by the last-applied value, the backend and the status.
             let desired = Arc::new(self.desired());
             let (protected, triggers) = {
-                let input = self.services.borrow();
-                (input.protected.clone(), input.changed_at.clone())
+                let plan = self.plans.borrow();
+                (plan.protected.clone(), plan.changed_at.clone())
             };
             let changed = last.as_ref() != Some(&desired);
             if !force && !backend.has_draining() && !changed {
@@ -194,7 +184,7 @@ impl ProxyTask {
                 .get(remote)
                 .is_some_and(|nodes| nodes.contains(node))
         };
-        virtual_services(&self.services.borrow().services, &down)
+        virtual_services(&self.plans.borrow().desired.services, &down)
     }
 
     fn set_status(&self, f: impl FnOnce(&mut ProxyStatus)) {

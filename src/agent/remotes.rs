@@ -1,27 +1,39 @@
-//! Wires the remote sources to the tunnel: starts one source per remote, and on every change
-//! re-plans from all snapshots, applies the peer set, and refreshes what status shows.
+//! The planner's side of the remotes: starts one source per remote, and on request plans from
+//! all their current snapshots into one immutable [`Plan`] (what every consumer needs). No
+//! side effects: applying a plan is `apply`'s job.
 
 use crate::config::Config;
-use crate::control::{AgentFacts, RemoteStatus};
-use crate::model::{self, Desired, Rejected, Snapshots};
+use crate::control::RemoteStatus;
+use crate::model::{self, Desired, Snapshots};
 use crate::source::kube_remote::KubeRemote;
 use crate::source::{static_source, RemoteSnapshot, RemoteView, SourceHealth, SourceKind};
-use crate::tunnel::Device;
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use ipnetwork::IpNetwork;
+use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-/// New rejections logged one by one per plan; beyond that, one summary line.
-const LOG_REJECTIONS: usize = 10;
+/// One plan: computed once per change of any remote's snapshot, then only read (peers, DNS,
+/// the proxy and status all take their part of the same plan).
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Peers, routes, services (confined) and every rejection.
+    pub desired: Desired,
+    /// Per remote: its source's health and what it contributed.
+    pub remotes: Vec<RemoteStatus>,
+    /// Service CIDRs of remotes not synced since start: the proxy leaves them as they are.
+    pub protected: Vec<IpNetwork>,
+    /// Remotes whose source is failing (we hold their last good snapshot).
+    pub stale: Vec<String>,
+    /// When each remote service last changed (the network programming metric).
+    pub changed_at: Vec<SystemTime>,
+}
 
 pub struct Remotes {
     feeds: Vec<watch::Receiver<RemoteView>>,
     /// Static remotes' senders, kept so their channels stay open.
     _static: Vec<watch::Sender<RemoteView>>,
     pub changed: Arc<Notify>,
-    /// Rejections already logged (logged once, again only if they reappear after going away).
-    logged: HashSet<Rejected>,
     /// Which remote had each public key in the last plan (it keeps it in a conflict).
     owners: model::KeyOwners,
 }
@@ -65,13 +77,13 @@ impl Remotes {
             feeds,
             _static: statics,
             changed,
-            logged: HashSet::new(),
             owners: model::KeyOwners::new(),
         }
     }
 
-    /// Plans from the current snapshots, applies the peers, updates status facts.
-    pub fn apply(&mut self, cfg: &Config, device: &Device, facts: &RwLock<AgentFacts>) -> Desired {
+    /// Plans from the current snapshots. Cost: `model::plan_with`'s, plus O(remotes x
+    /// services) for the per-remote status.
+    pub fn plan(&mut self, cfg: &Config) -> Plan {
         let views: Vec<RemoteView> = self.feeds.iter().map(|rx| rx.borrow().clone()).collect();
         let snaps: Snapshots = views
             .iter()
@@ -79,27 +91,18 @@ impl Remotes {
             .collect();
         let desired = model::plan_with(cfg, &snaps, &self.owners);
         self.owners = model::key_owners(&desired);
-        let ch = device.set_peers(&desired.peers);
-        for p in &ch.added {
-            tracing::info!(peer = %p, "peer added");
+        Plan {
+            remotes: views.iter().map(|v| remote_status(v, &desired)).collect(),
+            desired,
+            protected: self.unsynced_service_cidrs(cfg),
+            stale: self.stale_remotes(),
+            changed_at: self.change_times(),
         }
-        for p in &ch.updated {
-            tracing::info!(peer = %p, "peer updated");
-        }
-        for p in &ch.removed {
-            tracing::info!(peer = %p, "peer removed");
-        }
-        self.log_rejections(&desired.rejected);
-        let remotes = views.iter().map(|v| remote_status(v, &desired)).collect();
-        let mut f = facts.write().unwrap_or_else(|e| e.into_inner());
-        f.rejected = desired.rejected.clone();
-        f.remotes = remotes;
-        desired
     }
 
     /// Service CIDRs of remotes that haven't delivered a complete snapshot since we started:
     /// the proxy must not remove what the kernel holds for them.
-    pub fn unsynced_service_cidrs(&self, cfg: &Config) -> Vec<ipnetwork::IpNetwork> {
+    fn unsynced_service_cidrs(&self, cfg: &Config) -> Vec<ipnetwork::IpNetwork> {
         self.feeds
             .iter()
             .filter(|rx| !rx.borrow().health.synced)
@@ -113,7 +116,7 @@ impl Remotes {
 
     /// Remotes whose source is failing (`stale_since_unix` set): we hold their last good
     /// snapshot. With `dns.serveStale: false` DNS answers their zones SERVFAIL meanwhile.
-    pub fn stale_remotes(&self) -> Vec<String> {
+    fn stale_remotes(&self) -> Vec<String> {
         self.feeds
             .iter()
             .filter_map(|rx| {
@@ -127,7 +130,7 @@ impl Remotes {
     }
 
     /// Every remote service's last change time (watch events after the first sync).
-    pub fn change_times(&self) -> Vec<std::time::SystemTime> {
+    fn change_times(&self) -> Vec<std::time::SystemTime> {
         self.feeds
             .iter()
             .flat_map(|rx| {
@@ -139,23 +142,6 @@ impl Remotes {
                     .collect::<Vec<_>>()
             })
             .collect()
-    }
-
-    /// New rejections are logged once each, at most [`LOG_REJECTIONS`] per plan at warn (a
-    /// hostile remote can produce thousands; status and metrics count them all), the rest as
-    /// one summary line.
-    fn log_rejections(&mut self, now: &[Rejected]) {
-        let current: HashSet<Rejected> = now.iter().cloned().collect();
-        let mut new = now.iter().filter(|r| !self.logged.contains(*r));
-        for r in new.by_ref().take(LOG_REJECTIONS) {
-            tracing::warn!(remote = %r.remote, object = %r.object, reason = %r.reason,
-                "rejected");
-        }
-        let more = new.count();
-        if more > 0 {
-            tracing::warn!(more, "more objects rejected (sdn-tunnel status lists them)");
-        }
-        self.logged = current;
     }
 }
 

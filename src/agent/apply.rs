@@ -1,0 +1,122 @@
+//! Applies each published [`Plan`]: the peer set to the device, the zones to DNS, and the
+//! plan's facts to status (the proxy follows the same plans on its own, see `proxy`).
+
+use super::remotes::Plan;
+use crate::config::Config;
+use crate::control::AgentFacts;
+use crate::model::Rejected;
+use crate::tunnel::Device;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// New rejections logged one by one per plan; beyond that, one summary line.
+const LOG_REJECTIONS: usize = 10;
+
+pub struct PlanApplier {
+    pub cfg: Config,
+    pub device: Arc<Device>,
+    pub facts: Arc<RwLock<AgentFacts>>,
+    pub dns: Option<crate::dns::DnsHandle>,
+    /// Rejections already logged (logged once, again only if they reappear after going away).
+    pub logged: HashSet<Rejected>,
+}
+
+impl PlanApplier {
+    pub fn new(
+        cfg: Config,
+        device: Arc<Device>,
+        facts: Arc<RwLock<AgentFacts>>,
+        dns: Option<crate::dns::DnsHandle>,
+    ) -> PlanApplier {
+        PlanApplier {
+            cfg,
+            device,
+            facts,
+            dns,
+            logged: HashSet::new(),
+        }
+    }
+
+    pub fn apply(&mut self, plan: &Plan) {
+        let ch = self.device.set_peers(&plan.desired.peers);
+        for p in &ch.added {
+            tracing::info!(peer = %p, "peer added");
+        }
+        for p in &ch.updated {
+            tracing::info!(peer = %p, "peer updated");
+        }
+        for p in &ch.removed {
+            tracing::info!(peer = %p, "peer removed");
+        }
+        self.log_rejections(&plan.desired.rejected);
+        {
+            let mut f = self.facts.write().unwrap_or_else(|e| e.into_inner());
+            f.rejected = plan.desired.rejected.clone();
+            f.remotes = plan.remotes.clone();
+        }
+        if let Some(h) = &self.dns {
+            h.set_zones(dns_zones(&self.cfg, plan));
+        }
+    }
+
+    /// Applies every plan published on `plans` (the latest one when several came meanwhile).
+    /// Ticks its heartbeat at least every 10 s while idle.
+    pub async fn run(
+        mut self,
+        mut plans: watch::Receiver<Arc<Plan>>,
+        beat: crate::health::Beat,
+    ) -> std::io::Result<()> {
+        let mut idle = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            beat.tick();
+            tokio::select! {
+                r = plans.changed() => {
+                    if r.is_err() {
+                        return Ok(());
+                    }
+                }
+                _ = idle.tick() => continue,
+            }
+            let plan = plans.borrow_and_update().clone();
+            tokio::task::block_in_place(|| self.apply(&plan));
+        }
+    }
+
+    /// New rejections are logged once each, at most [`LOG_REJECTIONS`] per plan at warn (a
+    /// hostile remote can produce thousands; status and metrics count them all), the rest as
+    /// one summary line.
+    fn log_rejections(&mut self, now: &[Rejected]) {
+        let current: HashSet<Rejected> = now.iter().cloned().collect();
+        let mut new = now.iter().filter(|r| !self.logged.contains(*r));
+        for r in new.by_ref().take(LOG_REJECTIONS) {
+            tracing::warn!(remote = %r.remote, object = %r.object, reason = %r.reason,
+                "rejected");
+        }
+        let more = new.count();
+        if more > 0 {
+            tracing::warn!(more, "more objects rejected (sdn-tunnel status lists them)");
+        }
+        self.logged = current;
+    }
+}
+
+/// The DNS zones for one plan. Stale remotes: with `dns.serveStale: false` their zones answer
+/// SERVFAIL and they leave the clusterset names.
+pub fn dns_zones(cfg: &Config, plan: &Plan) -> crate::dns::Zones {
+    let remotes: Vec<&str> = cfg.remotes.iter().map(|r| r.name.as_str()).collect();
+    let failed: Vec<&str> = if cfg.dns.serve_stale {
+        Vec::new()
+    } else {
+        plan.stale.iter().map(String::as_str).collect()
+    };
+    let d = &cfg.dns;
+    crate::dns::Zones::build_with_stale(
+        &remotes,
+        &failed,
+        &plan.desired.services,
+        &d.cluster_set_domain,
+        d.ttl,
+    )
+}
