@@ -1,5 +1,8 @@
-//! `sdn-tunnel agent`: brings the tunnel up from a validated config, keeps the kernel state
-//! converged, and removes everything of ours on SIGTERM/SIGINT.
+//! `sdn-tunnel agent`: wiring and order only. Start-up brings the tunnel up
+//! (`bring_up_tunnel`), starts the pipeline (sources -> planner -> one `Arc<Plan>` -> the
+//! applier and the proxy; see `remotes`, `apply`, `proxy`), DNS, advertisement and the
+//! sockets; `MainLoop` then keeps the kernel converged until a signal or a failure; `teardown`
+//! is the one way out (fail closed unless the agent is being uninstalled).
 
 use crate::config::Config;
 use crate::control::{self, AgentFacts};
@@ -49,31 +52,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     let key = cfg.load_private_key()?;
 
-    let any_ipv6 = cfg.all_cidrs().any(|n| n.is_ipv6());
-    if host::enable_ip_forward(any_ipv6).context("enable IP forwarding")? {
-        tracing::info!("enabled IP forwarding (needed to forward pod traffic into the tunnel)");
-    }
-    let tun = Tun::create(&t.device).context("create the tunnel device")?;
-    let routes = Routes::new(t.route_protocol).context("open rtnetlink")?;
-    // Before the link goes up, so no router solicitation or MLD report is ever sent into it.
-    if !any_ipv6 {
-        host::disable_ipv6_on(&t.device).context("disable IPv6 on the tunnel device")?;
-    }
-    link::set_up_with_mtu(routes.handle(), &t.device, t.mtu as u32)
-        .await
-        .with_context(|| format!("bring {} up with mtu {}", t.device, t.mtu))?;
-    host::set_rp_filter_loose(&t.device).context("set rp_filter")?;
-    let udp = Udp::bind(t.listen_port, t.udp_buffer_bytes)?;
-    let device = Device::new(tun, udp, key)?;
-    let (rcv, snd) = device.udp_buffer_sizes();
-    tracing::info!(
-        device = %t.device,
-        port = device.listen_port,
-        public_key = %crate::keys::encode_key(&device.public_key()),
-        udp_rcvbuf = rcv,
-        udp_sndbuf = snd,
-        "tunnel up"
-    );
+    let (device, routes) = bring_up_tunnel(&cfg, key).await?;
 
     let facts = Arc::new(RwLock::new(AgentFacts {
         cluster: cfg.cluster.name.clone(),
@@ -211,21 +190,108 @@ pub async fn run(cfg: Config) -> Result<()> {
     if cfg.node.pod_cidrs.is_empty() && local_api.is_some() {
         let _ = tokio::time::timeout(Duration::from_secs(10), own_cidrs.changed()).await;
     }
-    let mut node_cidrs = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
+    let node_cidrs = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
     warn_if_unknown(&node_cidrs);
     device.set_local_cidrs(node_cidrs.clone());
-    // From here on every way out goes through the teardown below (a labeled block, not `?`).
-    let outcome: Result<()> = 'run: {
-        let (mut src4, mut src6) = match source_addresses(&cfg, &node_cidrs, &routes).await {
-            Ok(s) => s,
-            Err(e) => break 'run Err(e),
-        };
-        let mut ruleset = tunnel_ruleset(&cfg, src4, src6);
-        if let Err(e) =
-            sync_kernel(&routes, &cfg, &desired_routes, src4, src6, &ruleset, true).await
-        {
-            break 'run Err(e);
-        }
+    // From here on every way out goes through the teardown below (no `?`).
+    let outcome = MainLoop {
+        cfg: &cfg,
+        routes: &routes,
+        device: &device,
+        desired_routes: &desired_routes,
+        first_peers,
+        health: &health,
+        main_beat,
+        tasks: &mut tasks,
+        term: &mut term,
+        int: &mut int,
+        down_tx,
+        key_changed,
+        own_cidrs,
+        node_cidrs,
+    }
+    .run()
+    .await;
+    tasks.abort_all();
+    device.stop();
+    teardown(&cfg, device, local_api.as_ref(), &outcome).await;
+    outcome
+}
+
+/// The device up and configured, the socket bound: the tunnel half of start-up.
+async fn bring_up_tunnel(cfg: &Config, key: [u8; 32]) -> Result<(Arc<Device>, Routes)> {
+    let t = &cfg.tunnel;
+    let any_ipv6 = cfg.all_cidrs().any(|n| n.is_ipv6());
+    if host::enable_ip_forward(any_ipv6).context("enable IP forwarding")? {
+        tracing::info!("enabled IP forwarding (needed to forward pod traffic into the tunnel)");
+    }
+    let tun = Tun::create(&t.device).context("create the tunnel device")?;
+    let routes = Routes::new(t.route_protocol).context("open rtnetlink")?;
+    // Before the link goes up, so no router solicitation or MLD report is ever sent into it.
+    if !any_ipv6 {
+        host::disable_ipv6_on(&t.device).context("disable IPv6 on the tunnel device")?;
+    }
+    link::set_up_with_mtu(routes.handle(), &t.device, t.mtu as u32)
+        .await
+        .with_context(|| format!("bring {} up with mtu {}", t.device, t.mtu))?;
+    host::set_rp_filter_loose(&t.device).context("set rp_filter")?;
+    let udp = Udp::bind(t.listen_port, t.udp_buffer_bytes)?;
+    let device = Device::new(tun, udp, key)?;
+    let (rcv, snd) = device.udp_buffer_sizes();
+    tracing::info!(
+        device = %t.device,
+        port = device.listen_port,
+        public_key = %crate::keys::encode_key(&device.public_key()),
+        udp_rcvbuf = rcv,
+        udp_sndbuf = snd,
+        "tunnel up"
+    );
+    Ok((device, routes))
+}
+
+/// The agent's own loop once everything is started: signals, task failures, peer liveness,
+/// key rotation, this node's pod CIDRs, and the periodic kernel resync.
+struct MainLoop<'a> {
+    cfg: &'a Config,
+    routes: &'a Routes,
+    device: &'a Arc<Device>,
+    desired_routes: &'a [IpNetwork],
+    first_peers: usize,
+    health: &'a crate::health::Health,
+    main_beat: crate::health::Beat,
+    tasks: &'a mut tokio::task::JoinSet<std::io::Result<()>>,
+    term: &'a mut tokio::signal::unix::Signal,
+    int: &'a mut tokio::signal::unix::Signal,
+    down_tx: watch::Sender<Arc<observe::DownPeers>>,
+    key_changed: Arc<Notify>,
+    own_cidrs: watch::Receiver<Option<Vec<IpNetwork>>>,
+    node_cidrs: Vec<IpNetwork>,
+}
+
+impl MainLoop<'_> {
+    /// Ok on SIGTERM/SIGINT; Err when start-up's kernel sync or a task failed.
+    async fn run(self) -> Result<()> {
+        let MainLoop {
+            cfg,
+            routes,
+            device,
+            desired_routes,
+            first_peers,
+            health,
+            main_beat,
+            tasks,
+            term,
+            int,
+            down_tx,
+            key_changed,
+            mut own_cidrs,
+            mut node_cidrs,
+        } = self;
+        let t = &cfg.tunnel;
+
+        let (mut src4, mut src6) = source_addresses(cfg, &node_cidrs, routes).await?;
+        let mut ruleset = tunnel_ruleset(cfg, src4, src6);
+        sync_kernel(routes, cfg, desired_routes, src4, src6, &ruleset, true).await?;
         health.set_kernel_programmed();
         tracing::info!(routes = desired_routes.len(), peers = first_peers, "ready");
 
@@ -251,7 +317,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                     });
                 }
                 _ = peer_tick.tick() => {
-                    let down = peer_watch.poll(&device, peer_down_after, judge_peers);
+                    let down = peer_watch.poll(device, peer_down_after, judge_peers);
                     down_tx.send_if_modified(|cur| {
                         let changed = **cur != down;
                         if changed {
@@ -272,7 +338,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                     continue;
                 }
                 Ok(()) = own_cidrs.changed() => {
-                    let now = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
+                    let now = node_pod_cidrs(cfg, &own_cidrs.borrow_and_update());
                     if now == node_cidrs {
                         continue;
                     }
@@ -288,10 +354,10 @@ pub async fn run(cfg: Config) -> Result<()> {
             // be found, the routes keep the old ones and each resync retries.
             let mut reinstall = false;
             if sources_pending {
-                match source_addresses(&cfg, &node_cidrs, &routes).await {
+                match source_addresses(cfg, &node_cidrs, routes).await {
                     Ok(src) => {
                         (src4, src6) = src;
-                        ruleset = tunnel_ruleset(&cfg, src4, src6);
+                        ruleset = tunnel_ruleset(cfg, src4, src6);
                         sources_pending = false;
                         reinstall = true;
                     }
@@ -299,32 +365,33 @@ pub async fn run(cfg: Config) -> Result<()> {
                     "this node's pod CIDRs changed but no source address for them; retrying at the next resync"),
                 }
             }
-            if let Err(e) = sync_kernel(
-                &routes,
-                &cfg,
-                &desired_routes,
-                src4,
-                src6,
-                &ruleset,
-                reinstall,
-            )
-            .await
+            if let Err(e) =
+                sync_kernel(routes, cfg, desired_routes, src4, src6, &ruleset, reinstall).await
             {
                 tracing::warn!(error = %format!("{e:#}"), "kernel sync failed; will retry");
             }
         }
-    };
-    tasks.abort_all();
-    device.stop();
-    let leave = match &outcome {
-        Ok(()) => shutdown::decide(local_api.as_ref()).await,
+    }
+}
+
+/// The one way out: an uninstall (the DaemonSet being deleted) removes everything of ours
+/// through the same path as `sdn-tunnel cleanup`; any other stop or failure leaves the
+/// device, routes and guards in place (fail closed).
+async fn teardown(
+    cfg: &Config,
+    device: Arc<Device>,
+    local_api: Option<&crate::source::kube_client::LocalApi>,
+    outcome: &Result<()>,
+) {
+    let leave = match outcome {
+        Ok(()) => shutdown::decide(local_api).await,
         Err(e) => shutdown::Leave::Keep(format!("the agent failed: {e:#}")),
     };
     match leave {
         shutdown::Leave::Remove(why) => {
             tracing::info!(reason = %why, "uninstall: removing the device, routes, nftables tables and service proxy");
             drop(device);
-            match crate::cleanup::cleanup(&cfg.tunnel, Some(&cfg)).await {
+            match crate::cleanup::cleanup(&cfg.tunnel, Some(cfg)).await {
                 Ok(r) => tracing::info!(report = ?r, "removed"),
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "cleanup incomplete"),
             }
@@ -335,12 +402,14 @@ pub async fn run(cfg: Config) -> Result<()> {
                 "stopping; the device, routes and nftables guards stay (fail closed: remote \
                  traffic is dropped until the agent runs again; `sdn-tunnel cleanup` removes them)"
             );
-            for p in [t.uapi_socket_path(), t.control_socket_path()] {
+            for p in [
+                cfg.tunnel.uapi_socket_path(),
+                cfg.tunnel.control_socket_path(),
+            ] {
                 let _ = std::fs::remove_file(p);
             }
         }
     }
-    outcome
 }
 
 /// Re-plans after every change of a remote's snapshot (debounced) and publishes the plan.
