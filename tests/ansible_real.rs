@@ -8,7 +8,7 @@
 
 mod common;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use common::checks::Checks;
 use sdn_lab::realkube::{KubeLabOptions, RealKube};
 use std::collections::BTreeMap;
@@ -197,20 +197,8 @@ fn peer_remotes(rk: &RealKube, cluster: &str) -> Result<Vec<String>> {
     Ok(v)
 }
 
-fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        match f() {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last = format!(" (last error: {e:#})"),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}{last}");
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+fn wait(what: &str, timeout: Duration, f: impl FnMut() -> Result<bool>) -> Result<()> {
+    sdn_lab::poll::until(what, timeout, Duration::from_secs(1), f)
 }
 
 /// The reader tokens of every cluster (their base64 and plain forms) and the minted

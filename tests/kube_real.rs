@@ -174,20 +174,8 @@ fn agent_status(rk: &RealKube, node: &str) -> Result<Value> {
     serde_json::from_str(&out).context("status --json")
 }
 
-fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        match f() {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last = format!(" (last error: {e:#})"),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}{last}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+fn wait(what: &str, timeout: Duration, f: impl FnMut() -> Result<bool>) -> Result<()> {
+    sdn_lab::poll::until(what, timeout, Duration::from_millis(500), f)
 }
 
 fn nodes_of(rk: &RealKube, cluster: &str) -> Vec<String> {

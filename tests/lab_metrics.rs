@@ -28,12 +28,8 @@ fn must(lab: &Lab, node: &str, series: &str) -> f64 {
     metric_value(&m, series).unwrap_or_else(|| panic!("{series} missing on {node}:\n{m}"))
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    sdn_lab::poll::assert_within(what, timeout, Duration::from_millis(250), f)
 }
 
 #[test]

@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod kube;
 pub mod netns;
+pub mod poll;
 pub mod realkube;
 pub mod stream;
 pub mod topology;

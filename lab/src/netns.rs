@@ -143,19 +143,7 @@ pub fn netns_path(ns: &str) -> String {
     }
 }
 
-/// Polls `predicate` every 100 ms until it returns true (-> true) or `timeout` passes (-> false).
-pub fn wait_for(mut predicate: impl FnMut() -> bool, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if predicate() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+pub use crate::poll::wait_for;
 
 /// Sends `signal` to `pid`; a process that is already gone is not an error.
 pub fn kill(pid: u32, signal: i32) {
