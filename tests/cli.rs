@@ -210,7 +210,11 @@ fn a_remote_kubeconfig_with_an_exec_plugin_is_refused_and_never_run() {
         .arg(&cfg)
         .output()
         .unwrap();
-    let text = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(!o.status.success(), "{text}");
     assert!(text.contains("users[0].user.exec: not allowed"), "{text}");
     assert!(!marker.exists(), "the exec plugin ran");
