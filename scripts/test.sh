@@ -2,7 +2,7 @@
 # The whole test suite: formatting, lints, manifest checks, unit tests and (as root) the
 # network-namespace lab tests with real agents and real traffic, the VM tests (real IPVS), and
 # the real-Kubernetes tests (clusters built from the official components, our DaemonSet and
-# playbook applied as users do).
+# playbook applied as users do); last, a smoke run of every fuzz target.
 #
 # As root it first builds the Kubernetes binaries (scripts/kube-bins.sh; cached outside the
 # repository, about 20 minutes the first time) in the background while cargo builds.
@@ -54,4 +54,8 @@ else
     cargo test --workspace
 fi
 rm -f "$kube_log"
+stamp "cargo tests passed"
+# Fuzzing smoke: every cargo-fuzz target over its seeds, bounded (docs/fuzzing.md); installs
+# the nightly toolchain and cargo-fuzz if missing.
+bash scripts/fuzz.sh --smoke
 stamp "all tests passed"

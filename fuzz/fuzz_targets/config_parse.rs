@@ -28,12 +28,6 @@ const TOP: &[&str] = &[
     "cluster", "node", "tunnel", "proxy", "remotes", "dns", "http", "limits",
 ];
 
-/// SDN_FUZZ_STRICT set: known bugs fail too.
-fn strict() -> bool {
-    static S: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *S.get_or_init(|| std::env::var_os("SDN_FUZZ_STRICT").is_some())
-}
-
 /// Fields an error may name although the document does not spell them out.
 fn may_be_absent(field: &str) -> bool {
     matches!(field, "node.name" | "http.listen" | "proxy.device")
@@ -100,18 +94,12 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!fe.reason.trim().is_empty(), "{fe:?}: no reason");
                 let top = fe.field.split(['.', '[']).next().unwrap_or("");
                 assert!(TOP.contains(&top), "{fe:?}: not a config field");
-                if !may_be_absent(&fe.field) && resolve(&doc, &fe.field).is_none() {
-                    // KNOWN BUG (fuzz/regressions/config_parse/cluster_ips_error_names_clusterIP):
-                    // an address of a static service's `clusterIPs` list outside the remote's
-                    // serviceCIDRs is reported on `...clusterIP`. Tolerated so that long runs
-                    // go on past it, unless SDN_FUZZ_STRICT is set; remove once fixed.
-                    let known = fe.field.ends_with(".clusterIP")
-                        && resolve(&doc, &format!("{}s", fe.field)).is_some();
-                    assert!(
-                        known && !strict(),
-                        "{fe:?}: the field is not in the document"
-                    );
-                }
+                // (fuzz/regressions/config_parse/cluster_ips_error_names_clusterIP: an
+                // address of `clusterIPs` was once reported on `clusterIP`; fixed.)
+                assert!(
+                    may_be_absent(&fe.field) || resolve(&doc, &fe.field).is_some(),
+                    "{fe:?}: the field is not in the document"
+                );
             }
             let shown = e.to_string();
             if !errs

@@ -451,11 +451,18 @@ impl Checker {
         if s.namespace.is_empty() || s.name.is_empty() {
             self.err(at.to_string(), "namespace and name are required");
         }
-        let ips = s.cluster_ip.iter().chain(&s.cluster_ips);
-        for ip in ips {
+        // Each address named by the field it was written in.
+        let ips = (s.cluster_ip.iter().map(|ip| (format!("{at}.clusterIP"), ip)))
+            .chain(
+                s.cluster_ips
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ip)| (format!("{at}.clusterIPs[{i}]"), ip)),
+            );
+        for (field, ip) in ips {
             if !remote.service_cidrs.iter().any(|n| n.contains(*ip)) {
                 self.err(
-                    format!("{at}.clusterIP"),
+                    field,
                     format!(
                         "{ip} is outside remote {} serviceCIDRs {}",
                         remote.name,
@@ -691,6 +698,22 @@ mod tests {
             Err(ConfigError::Invalid(v)) => v,
             Err(e) => panic!("unexpected {e:?}"),
         }
+    }
+
+    /// Found by fuzzing (fuzz/regressions/config_parse): an address of `clusterIPs` was
+    /// reported on `clusterIP`, a field the file did not have.
+    #[test]
+    fn static_service_addresses_are_named_by_the_field_written() {
+        let text = include_str!("../../fuzz/regressions/config_parse/cluster_ips_error_names_clusterIP");
+        let Err(ConfigError::Invalid(errs)) = Config::parse(text, None) else {
+            panic!("must be invalid");
+        };
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(
+            fields.contains(&"remotes[0].static.services[0].clusterIPs[0]"),
+            "{fields:?}"
+        );
+        assert!(!fields.iter().any(|f| f.ends_with(".clusterIP")), "{fields:?}");
     }
 
     /// Asserts that exactly one error names `field` and that its reason contains `needle`.
