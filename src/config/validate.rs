@@ -452,13 +452,16 @@ impl Checker {
             self.err(at.to_string(), "namespace and name are required");
         }
         // Each address named by the field it was written in.
-        let ips = (s.cluster_ip.iter().map(|ip| (format!("{at}.clusterIP"), ip)))
-            .chain(
-                s.cluster_ips
-                    .iter()
-                    .enumerate()
-                    .map(|(i, ip)| (format!("{at}.clusterIPs[{i}]"), ip)),
-            );
+        let ips = (s
+            .cluster_ip
+            .iter()
+            .map(|ip| (format!("{at}.clusterIP"), ip)))
+        .chain(
+            s.cluster_ips
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| (format!("{at}.clusterIPs[{i}]"), ip)),
+        );
         for (field, ip) in ips {
             if !remote.service_cidrs.iter().any(|n| n.contains(*ip)) {
                 self.err(
@@ -704,7 +707,8 @@ mod tests {
     /// reported on `clusterIP`, a field the file did not have.
     #[test]
     fn static_service_addresses_are_named_by_the_field_written() {
-        let text = include_str!("../../fuzz/regressions/config_parse/cluster_ips_error_names_clusterIP");
+        let text =
+            include_str!("../../fuzz/regressions/config_parse/cluster_ips_error_names_clusterIP");
         let Err(ConfigError::Invalid(errs)) = Config::parse(text, None) else {
             panic!("must be invalid");
         };
@@ -713,7 +717,10 @@ mod tests {
             fields.contains(&"remotes[0].static.services[0].clusterIPs[0]"),
             "{fields:?}"
         );
-        assert!(!fields.iter().any(|f| f.ends_with(".clusterIP")), "{fields:?}");
+        assert!(
+            !fields.iter().any(|f| f.ends_with(".clusterIP")),
+            "{fields:?}"
+        );
     }
 
     /// Asserts that exactly one error names `field` and that its reason contains `needle`.
