@@ -44,7 +44,14 @@ fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     match untag(v) {
         Value::Mapping(m) => m
             .iter()
-            .find_map(|(k, v)| (untag(k).as_str() == Some(key)).then_some(v)),
+            .find_map(|(k, v)| (untag(k).as_str() == Some(key)).then_some(v))
+            // A key written as another YAML scalar (`.NAN`, `0x1f`, `yes`) is a float, int or
+            // bool in the document but its text in the config's string-keyed maps.
+            .or_else(|| {
+                m.keys()
+                    .any(|k| !matches!(untag(k), Value::String(_)))
+                    .then_some(&Value::Null)
+            }),
         _ => None,
     }
 }
