@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 /// Renders the `get=1` answer (pure, given the device state).
@@ -150,11 +150,34 @@ impl RequestReader {
 
 async fn handle(dev: Arc<Device>, stream: tokio::net::UnixStream) -> io::Result<()> {
     let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    // Bounded: a client gets 4 KiB of request per operation and must end it with an empty line.
+    let mut r = BufReader::new(r);
+    // Bounded: a client gets 4 KiB of request per operation and must end it with an empty
+    // line; a line is never buffered beyond that (a client that sends no newline is cut off).
     let mut reader = RequestReader::default();
-    while let Some(line) = lines.next_line().await? {
-        let reply = match reader.line(line) {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let limit = (MAX_REQUEST_BYTES + 2) as u64; // the longest allowed line and its "\r\n"
+        let n = (&mut r).take(limit).read_until(b'\n', &mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        // As `lines()` would give it: without "\n" or "\r\n"; a last line may lack them.
+        let complete = buf.ends_with(b"\n");
+        if complete {
+            buf.pop();
+            if buf.ends_with(b"\r") {
+                buf.pop();
+            }
+        }
+        let action = if !complete && n as u64 >= limit {
+            Action::TooLong // longer than any request may be: not buffered further
+        } else {
+            let line = String::from_utf8(std::mem::take(&mut buf))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            reader.line(line)
+        };
+        let reply = match action {
             Action::More => continue,
             Action::TooLong => {
                 w.write_all(b"errno=22\n\n").await?;
@@ -166,7 +189,6 @@ async fn handle(dev: Arc<Device>, stream: tokio::net::UnixStream) -> io::Result<
         };
         w.write_all(reply.as_bytes()).await?;
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -192,6 +214,51 @@ mod tests {
             feed(&["get=1", "set=1", "", "get=1", ""]),
             [More, More, Get, More, Get]
         );
+    }
+
+    /// A client that never ends its line is answered "invalid argument" and cut off after
+    /// about 4 KiB, not buffered without bound.
+    #[tokio::test]
+    async fn a_line_without_end_is_cut_off() {
+        use std::os::fd::OwnedFd;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (tun_end, _peer_end) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let tun = crate::tunnel::tun::Tun::from_fd(OwnedFd::from(tun_end), "uapitest0");
+        let udp = crate::tunnel::udp::Udp::bind(0, 1 << 16).unwrap();
+        let dev = crate::tunnel::Device::new(tun, udp, [7u8; 32]).unwrap();
+        let (client, server) = tokio::net::UnixStream::pair().unwrap();
+        let served = tokio::spawn(super::handle(dev, server));
+        let (mut rd, mut wr) = client.into_split();
+        let writer = tokio::spawn(async move {
+            let chunk = vec![b'x'; 1024];
+            // Far more than the limit; the server stops reading long before the end.
+            for _ in 0..1024 {
+                if wr.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            // Still connected, still no newline: only a bounded reader answers now.
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            drop(wr);
+        });
+        // The server closes with our unread bytes queued: the end may come as a reset.
+        let mut reply = Vec::new();
+        let mut b = [0u8; 64];
+        loop {
+            let read = tokio::time::timeout(std::time::Duration::from_secs(10), rd.read(&mut b));
+            match read
+                .await
+                .expect("no answer: the line is still being buffered")
+            {
+                Ok(0) => break,
+                Ok(n) => reply.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(reply, b"errno=22\n\n");
+        served.await.unwrap().unwrap();
+        writer.abort();
     }
 
     #[test]

@@ -351,7 +351,8 @@ impl IpvsClient {
                             }
                         }
                         Reply::Done { code } if code < 0 => {
-                            return Err(IpvsError::kernel(op, target.to_string(), -code, None));
+                            let errno = code.saturating_abs(); // no overflow on i32::MIN
+                            return Err(IpvsError::kernel(op, target.to_string(), errno, None));
                         }
                         Reply::Done { .. } => break 'recv,
                         Reply::Error { errno, extack } => {

@@ -225,8 +225,9 @@ fn parse_error(flags: u16, payload: &[u8]) -> Result<Reply<'_>, CodecError> {
             }
         }
     }
+    // The kernel sends -errno; a (malformed) positive code is still reported as positive.
     Ok(Reply::Error {
-        errno: code.saturating_neg(),
+        errno: code.saturating_abs(),
         extack,
     })
 }

@@ -744,6 +744,22 @@ fn decode_acks_errors_with_extack_and_family_reply() {
         }
     );
 
+    // A malformed positive code, and the most negative one: errno stays positive, no
+    // overflow (found by reading the code beside the fuzzer).
+    for (code, want) in [(5i32, 5), (i32::MIN, i32::MAX)] {
+        let err = nlmsg(
+            NLMSG_ERROR_T,
+            0x100,
+            8,
+            &cat(&[&code.to_le_bytes(), &[0u8; 16]]),
+        );
+        let m = Messages::new(&err).next().unwrap().unwrap();
+        assert!(
+            matches!(m.reply, Reply::Error { errno, .. } if errno == want),
+            "{code}"
+        );
+    }
+
     // nlctrl's NEWFAMILY reply, with attributes our parser does not know about.
     let fam = nlmsg(
         GENL_ID_CTRL,
