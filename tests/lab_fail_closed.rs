@@ -252,7 +252,7 @@ fn a_peer_reaches_pods_only() {
     let b1_pod = lab.pod_ip("b1", 0);
     for dst in [a1_underlay, gw] {
         for _ in 0..5 {
-            let pkt = ipv4_udp(b1_pod, dst, 7777, b"sneaking in");
+            let pkt = common::packet::ipv4_udp(b1_pod, 40000, dst, 7777, b"sneaking in");
             if let TunnResult::WriteToNetwork(p) = tunn.encapsulate(&pkt, &mut out) {
                 sock.send_to(p, a1_ep).unwrap();
             }
@@ -311,34 +311,4 @@ fn a_peer_reaches_pods_only() {
         after["droppedBadSourceOut"].as_u64().unwrap() >= 2,
         "{after}"
     );
-}
-
-/// IPv4 + UDP, checksum 0.
-fn ipv4_udp(
-    src: std::net::Ipv4Addr,
-    dst: std::net::Ipv4Addr,
-    dport: u16,
-    payload: &[u8],
-) -> Vec<u8> {
-    let total = 20 + 8 + payload.len();
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    let mut sum: u32 = 0;
-    for i in (0..20).step_by(2) {
-        sum += u16::from_be_bytes([p[i], p[i + 1]]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    p[20..22].copy_from_slice(&40000u16.to_be_bytes());
-    p[22..24].copy_from_slice(&dport.to_be_bytes());
-    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p[28..].copy_from_slice(payload);
-    p
 }

@@ -17,31 +17,6 @@ const PROBE_CIDR: &str = "10.140.0.0/24";
 const PROBE_IP: Ipv4Addr = Ipv4Addr::new(10, 140, 0, 5);
 const SINK_PORT: u16 = 9999;
 
-/// A minimal IPv4/UDP packet (header checksum set; UDP checksum 0 = none, legal for IPv4).
-fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + 8 + payload.len();
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    let mut sum: u32 = 0;
-    for i in (0..20).step_by(2) {
-        sum += u16::from_be_bytes([p[i], p[i + 1]]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    p[20..22].copy_from_slice(&40000u16.to_be_bytes());
-    p[22..24].copy_from_slice(&dport.to_be_bytes());
-    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p[28..].copy_from_slice(payload);
-    p
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
@@ -152,7 +127,7 @@ fn hostile_datagrams_are_dropped_counted_and_harmless() {
     // Genuine data reaches the pod; keep copies to replay.
     let mut captured = Vec::new();
     for i in 0..200u32 {
-        let pkt = ipv4_udp(PROBE_IP, pod_ip, SINK_PORT, &i.to_be_bytes());
+        let pkt = common::packet::ipv4_udp(PROBE_IP, 40000, pod_ip, SINK_PORT, &i.to_be_bytes());
         let TunnResult::WriteToNetwork(d) = tunn.encapsulate(&pkt, &mut out) else {
             panic!("encapsulate")
         };
@@ -161,7 +136,13 @@ fn hostile_datagrams_are_dropped_counted_and_harmless() {
     }
     assert!(drain(&sink, 200) >= 190, "genuine packets did not arrive");
     // A packet claiming a source outside the probe's AllowedIPs is refused.
-    let spoof = ipv4_udp(Ipv4Addr::new(10, 132, 0, 10), pod_ip, SINK_PORT, b"spoof");
+    let spoof = common::packet::ipv4_udp(
+        Ipv4Addr::new(10, 132, 0, 10),
+        40000,
+        pod_ip,
+        SINK_PORT,
+        b"spoof",
+    );
     if let TunnResult::WriteToNetwork(d) = tunn.encapsulate(&spoof, &mut out) {
         sock.send_to(d, a1_ep).unwrap();
     }
@@ -280,7 +261,7 @@ fn hostile_datagrams_are_dropped_counted_and_harmless() {
     let mut tunn = new_tunn();
     handshake(&mut tunn, &sock, a1_ep);
     for i in 0..20u32 {
-        let pkt = ipv4_udp(PROBE_IP, pod_ip, SINK_PORT, &i.to_be_bytes());
+        let pkt = common::packet::ipv4_udp(PROBE_IP, 40000, pod_ip, SINK_PORT, &i.to_be_bytes());
         if let TunnResult::WriteToNetwork(d) = tunn.encapsulate(&pkt, &mut out) {
             sock.send_to(d, a1_ep).unwrap();
         }
@@ -292,7 +273,7 @@ fn hostile_datagrams_are_dropped_counted_and_harmless() {
 
     // Roaming: the same peer now sends from another port; its endpoint follows.
     let sock2 = in_netns(&lab.node_ns("b2"), || UdpSocket::bind("0.0.0.0:0").unwrap()).unwrap();
-    let pkt = ipv4_udp(PROBE_IP, pod_ip, SINK_PORT, b"roamed");
+    let pkt = common::packet::ipv4_udp(PROBE_IP, 40000, pod_ip, SINK_PORT, b"roamed");
     if let TunnResult::WriteToNetwork(d) = tunn.encapsulate(&pkt, &mut out) {
         sock2.send_to(d, a1_ep).unwrap();
     }

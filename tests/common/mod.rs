@@ -10,6 +10,7 @@ pub mod checks;
 pub mod dig;
 pub mod dns;
 pub mod forge;
+pub mod packet;
 
 /// Env var that turns "skip" into "fail" for privileged tests.
 pub const REQUIRE_PRIVILEGED_ENV: &str = "SDN_TUNNEL_REQUIRE_PRIVILEGED";
