@@ -14,6 +14,16 @@ stamp() { echo "test.sh: $* ($(($(date +%s) - t0)) s)" >&2; }
 
 root=0
 [[ $(id -u) -eq 0 ]] && root=1
+
+# A cold run writes about 20 GiB (cargo targets, fuzz builds, Go cache, the Kubernetes labs'
+# images on every node); a full disk otherwise surfaces much later as an odd error on some node.
+for d in . /tmp; do
+    free_gib=$(($(df -Pk "$d" | awk 'NR == 2 { print $4 }') / 1048576))
+    stamp "disk: ${free_gib} GiB free under $(cd "$d" && pwd)"
+    if ((free_gib < 15)); then
+        echo "test.sh: WARNING: less than 15 GiB free under $d; the suite may fail with 'no space left on device'" >&2
+    fi
+done
 if ((root)); then
     bash scripts/setup.sh --kube
 else

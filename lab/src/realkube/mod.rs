@@ -71,6 +71,25 @@ impl Default for KubeLabOptions {
     }
 }
 
+/// A rough upper bound of the disk a lab takes under /tmp: every node's containerd holds each
+/// image twice (content and unpacked snapshot), every cluster an etcd (WAL segments are
+/// preallocated 64 MiB), plus logs.
+fn disk_needed(clusters: usize, nodes: usize) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let images: u64 = images::cache_dir()
+        .read_dir()
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "tar"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+        .max(256 * MIB);
+    nodes as u64 * 2 * images + clusters as u64 * 256 * MIB + 512 * MIB
+}
+
 /// One running cluster.
 pub struct ClusterRt {
     pub name: String,
@@ -99,6 +118,11 @@ impl RealKube {
             "sdn-tunnel binary {} not found (cargo build --release)",
             opts.bin.display()
         );
+        util::ensure_free_space(
+            Path::new(crate::LAB_DIR_ROOT),
+            disk_needed(opts.clusters, opts.clusters * opts.nodes_per_cluster),
+            "the real-Kubernetes lab",
+        )?;
         let lab = Lab::up(LabOptions {
             clusters: opts.clusters,
             nodes_per_cluster: opts.nodes_per_cluster,
