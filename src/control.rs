@@ -9,7 +9,7 @@ use crate::tunnel::Device;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 
@@ -135,8 +135,9 @@ impl PeerStatus {
     }
 }
 
-/// What the agent knows beyond the device itself (set once planning ran).
-#[derive(Default)]
+/// What the agent knows beyond the device itself, as assembled from every stage's published
+/// status ([`crate::status_board::StatusBoard::facts`]).
+#[derive(Default, Clone)]
 pub struct AgentFacts {
     pub cluster: String,
     pub node: String,
@@ -218,7 +219,7 @@ pub fn now_unix() -> u64 {
 
 pub async fn serve(
     dev: Arc<Device>,
-    facts: Arc<RwLock<AgentFacts>>,
+    board: Arc<crate::status_board::StatusBoard>,
     path: PathBuf,
 ) -> io::Result<()> {
     let listener = crate::tunnel::uapi::bind_private_socket(&path)?;
@@ -232,10 +233,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let status = {
-            let f = facts.read().unwrap_or_else(|e| e.into_inner());
-            snapshot(&dev, &f)
-        };
+        let status = snapshot(&dev, &board.facts());
         tokio::spawn(async move {
             let body = serde_json::to_vec(&status).unwrap_or_default();
             let _ = stream.write_all(&body).await;

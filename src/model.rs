@@ -55,7 +55,7 @@ pub fn ser_key<S: serde::Serializer>(k: &[u8; 32], s: S) -> Result<S::Ok, S::Err
 
 mod plan;
 pub mod types;
-pub use plan::{key_owners, plan, plan_with, KeyOwners, Snapshots};
+pub use plan::{key_owners, plan, plan_with, routes, KeyOwners, Snapshots};
 pub use types::{
     Endpoint, EndpointPort, LimitHit, Protocol, RemoteNode, RemoteService, RemoteSnapshot,
     ServicePort,

@@ -3,13 +3,14 @@
 //! at once after a key rotation. Failures are retried with backoff and never stop the tunnel.
 
 use crate::config::EndpointPolicy;
-use crate::control::{AdvertiseStatus, AgentFacts};
+use crate::control::AdvertiseStatus;
 use crate::source::kube_client::{self, LocalApi};
 use crate::source::now_unix;
 use crate::source::own_node::Advertiser;
+use crate::status_board;
 use crate::tunnel::Device;
 use ipnetwork::IpNetwork;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
@@ -23,7 +24,7 @@ pub struct AdvertiseTask {
     pub listen_port: u16,
     pub device: Arc<Device>,
     pub key_changed: Arc<Notify>,
-    pub facts: Arc<RwLock<AgentFacts>>,
+    pub status: watch::Sender<Option<AdvertiseStatus>>,
     /// Our Node's pod CIDRs, once read.
     pub pod_cidrs: watch::Sender<Option<Vec<IpNetwork>>>,
 }
@@ -90,11 +91,10 @@ impl AdvertiseTask {
     }
 
     fn set_status(&self, f: impl FnOnce(&mut AdvertiseStatus)) {
-        let mut facts = self.facts.write().unwrap_or_else(|e| e.into_inner());
-        let s = facts.advertisement.get_or_insert_with(|| AdvertiseStatus {
+        let init = || AdvertiseStatus {
             api: self.api.to_string(),
             ..Default::default()
-        });
-        f(s);
+        };
+        status_board::update(&self.status, init, f);
     }
 }

@@ -1,14 +1,15 @@
-//! Applies each published [`Plan`]: the peer set to the device, the zones to DNS, and the
-//! plan's facts to status (the proxy follows the same plans on its own, see `proxy`).
+//! The peers-and-DNS reconciler: applies each published [`Plan`]'s peer set to the device and
+//! its zones to DNS, and publishes the plan's remotes and rejections as its status (the proxy
+//! follows the same plans on its own, see `proxy`).
 
 use super::remotes::Plan;
 use crate::config::Config;
-use crate::control::AgentFacts;
 use crate::model::Rejected;
+use crate::reconcile::{Reconciler, Trigger};
+use crate::status_board::PlanStatus;
 use crate::tunnel::Device;
 use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// New rejections logged one by one per plan; beyond that, one summary line.
@@ -17,7 +18,7 @@ const LOG_REJECTIONS: usize = 10;
 pub struct PlanApplier {
     pub cfg: Config,
     pub device: Arc<Device>,
-    pub facts: Arc<RwLock<AgentFacts>>,
+    pub status: watch::Sender<PlanStatus>,
     pub dns: Option<crate::dns::DnsHandle>,
     /// Rejections already logged (logged once, again only if they reappear after going away).
     pub logged: HashSet<Rejected>,
@@ -27,13 +28,13 @@ impl PlanApplier {
     pub fn new(
         cfg: Config,
         device: Arc<Device>,
-        facts: Arc<RwLock<AgentFacts>>,
+        status: watch::Sender<PlanStatus>,
         dns: Option<crate::dns::DnsHandle>,
     ) -> PlanApplier {
         PlanApplier {
             cfg,
             device,
-            facts,
+            status,
             dns,
             logged: HashSet::new(),
         }
@@ -51,36 +52,12 @@ impl PlanApplier {
             tracing::info!(peer = %p, "peer removed");
         }
         self.log_rejections(&plan.desired.rejected);
-        {
-            let mut f = self.facts.write().unwrap_or_else(|e| e.into_inner());
-            f.rejected = plan.desired.rejected.clone();
-            f.remotes = plan.remotes.clone();
-        }
+        self.status.send_replace(PlanStatus {
+            remotes: plan.remotes.clone(),
+            rejected: plan.desired.rejected.clone(),
+        });
         if let Some(h) = &self.dns {
             h.set_zones(dns_zones(&self.cfg, plan));
-        }
-    }
-
-    /// Applies every plan published on `plans` (the latest one when several came meanwhile).
-    /// Ticks its heartbeat at least every 10 s while idle.
-    pub async fn run(
-        mut self,
-        mut plans: watch::Receiver<Arc<Plan>>,
-        beat: crate::health::Beat,
-    ) -> std::io::Result<()> {
-        let mut idle = tokio::time::interval(Duration::from_secs(10));
-        loop {
-            beat.tick();
-            tokio::select! {
-                r = plans.changed() => {
-                    if r.is_err() {
-                        return Ok(());
-                    }
-                }
-                _ = idle.tick() => continue,
-            }
-            let plan = plans.borrow_and_update().clone();
-            tokio::task::block_in_place(|| self.apply(&plan));
         }
     }
 
@@ -99,6 +76,18 @@ impl PlanApplier {
             tracing::warn!(more, "more objects rejected (sdn-tunnel status lists them)");
         }
         self.logged = current;
+    }
+}
+
+impl Reconciler for PlanApplier {
+    type Desired = Arc<Plan>;
+    const NAME: &'static str = "peers and DNS";
+
+    /// Peers and zones live in memory (the device's peer set, the responder's zones): there is
+    /// nothing in the kernel to re-read, so only changes reconcile.
+    async fn reconcile(&mut self, plan: &Arc<Plan>, _why: Trigger) -> Result<(), String> {
+        tokio::task::block_in_place(|| self.apply(plan));
+        Ok(())
     }
 }
 

@@ -2,18 +2,19 @@
 //! and one log line per peer state change.
 
 use crate::config::Config;
-use crate::control::{self, AgentFacts};
+use crate::control;
 use crate::health::{self, Health, RemoteSync, Verdict};
 use crate::http::Endpoints;
 use crate::metrics::{self, Metrics};
+use crate::status_board::StatusBoard;
 use crate::tunnel::Device;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct AgentEndpoints {
     pub device: Arc<Device>,
-    pub facts: Arc<RwLock<AgentFacts>>,
+    pub board: Arc<StatusBoard>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub started: Instant,
@@ -25,13 +26,13 @@ impl AgentEndpoints {
     pub fn new(
         cfg: &Config,
         device: Arc<Device>,
-        facts: Arc<RwLock<AgentFacts>>,
+        board: Arc<StatusBoard>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> AgentEndpoints {
         AgentEndpoints {
             device,
-            facts,
+            board,
             metrics,
             health,
             started: Instant::now(),
@@ -43,10 +44,7 @@ impl AgentEndpoints {
 
 impl Endpoints for AgentEndpoints {
     fn metrics(&self) -> String {
-        let status = {
-            let f = self.facts.read().unwrap_or_else(|e| e.into_inner());
-            control::snapshot(&self.device, &f)
-        };
+        let status = control::snapshot(&self.device, &self.board.facts());
         metrics::render(&metrics::RenderInput {
             status: &status,
             metrics: &self.metrics,
@@ -61,9 +59,8 @@ impl Endpoints for AgentEndpoints {
     }
 
     fn readyz(&self) -> Verdict {
-        let f = self.facts.read().unwrap_or_else(|e| e.into_inner());
-        let remotes: Vec<RemoteSync<'_>> = f
-            .remotes
+        let remotes = self.board.remotes();
+        let remotes: Vec<RemoteSync<'_>> = remotes
             .iter()
             .map(|r| RemoteSync {
                 name: &r.name,

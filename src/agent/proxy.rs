@@ -1,18 +1,22 @@
-//! The proxy loop: turns the planned remote services into virtual services (pure) and keeps
-//! the chosen backend (IPVS or nftables) in sync with them. Re-evaluates every 2 s because
-//! backend states depend on tunnel handshakes and on draining connections, not only on
-//! snapshot changes; re-reads the kernel every 60 s to repair manual edits.
+//! The proxy reconciler: turns the planned remote services into virtual services (pure) and
+//! keeps the chosen backend (IPVS or nftables, one [`ServiceBackend`] trait) in sync with them.
+//! Re-evaluates every 2 s because backend states depend on tunnel handshakes and on draining
+//! connections, not only on snapshot changes; re-reads the kernel every 60 s to repair manual
+//! edits.
 
+use super::observe::DownPeers;
+use super::remotes::Plan;
 use crate::config::{Config, ProxyBackend};
-use crate::control::{AgentFacts, ProxyStatus};
+use crate::control::ProxyStatus;
 use crate::proxy::backend::ServiceBackend;
 use crate::proxy::ipvs_backend::IpvsBackend;
 use crate::proxy::model::{virtual_services, VirtualService};
 use crate::proxy::nft_backend::{self, NftBackend};
+use crate::reconcile::{self, Reconciler, Schedule, Trigger};
 use crate::source::now_unix;
-use crate::tunnel::Device;
+use crate::status_board;
 use ipnetwork::IpNetwork;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
@@ -36,18 +40,19 @@ pub fn remote_service_cidrs(cfg: &Config) -> Vec<IpNetwork> {
 
 pub struct ProxyTask {
     pub cfg: Arc<Config>,
-    pub device: Arc<Device>,
     /// The planner's plans: the confined services, protected CIDRs and change times.
-    pub plans: watch::Receiver<Arc<super::remotes::Plan>>,
+    pub plans: watch::Receiver<Arc<Plan>>,
     /// Peers judged down, published by the agent's peer poll.
-    pub down: watch::Receiver<Arc<super::observe::DownPeers>>,
-    pub facts: Arc<RwLock<AgentFacts>>,
+    pub down: watch::Receiver<Arc<DownPeers>>,
+    pub status: watch::Sender<Option<ProxyStatus>>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub beat: crate::health::Beat,
 }
 
 impl ProxyTask {
-    /// Starts the configured backend (retrying while it cannot start) and drives it.
+    /// Starts the configured backend (retrying while it cannot start), then reconciles it on
+    /// every change of the plan or of peer liveness, every 2 s (draining backends, handshake
+    /// ages) and every 60 s with a re-read of the kernel.
     pub async fn run(self) -> std::io::Result<()> {
         match self.cfg.proxy.backend {
             ProxyBackend::Ipvs => {
@@ -60,6 +65,24 @@ impl ProxyTask {
             }
             ProxyBackend::None => Ok(()),
         }
+    }
+
+    async fn drive<B: ServiceBackend + Send>(self, backend: B) -> std::io::Result<()> {
+        let r = ProxyReconciler {
+            backend,
+            metrics: self.metrics,
+            status: self.status,
+            backend_name: backend_label(&self.cfg),
+            last: None,
+            started_at: Instant::now(),
+            force: true,
+            watermark: None,
+        };
+        let schedule = Schedule {
+            tick: TICK,
+            resync: Some(RESYNC),
+        };
+        reconcile::run(r, (self.plans, self.down), schedule, self.beat).await
     }
 
     async fn ipvs(&self) -> Result<IpvsBackend, String> {
@@ -87,7 +110,15 @@ impl ProxyTask {
                 Err(e) => {
                     tracing::error!(backend = ?self.cfg.proxy.backend, error = %e,
                         "service proxy unavailable; remote ClusterIPs won't work; retrying in 30s");
-                    self.set_status(|s| s.last_error = Some(e.clone()));
+                    let backend = backend_label(&self.cfg);
+                    status_board::update(
+                        &self.status,
+                        || ProxyStatus {
+                            backend,
+                            ..Default::default()
+                        },
+                        |s| s.last_error = Some(e.clone()),
+                    );
                     self.beat.tick();
                     tokio::time::sleep(RETRY).await;
                     self.beat.tick();
@@ -95,106 +126,109 @@ impl ProxyTask {
             }
         }
     }
+}
 
-    /// The loop: on a change of the services or of peer liveness, every 2 s (draining) and
-    /// every 60 s (resync), compute the desired table and sync the backend if needed.
-    async fn drive(mut self, mut backend: impl ServiceBackend) -> std::io::Result<()> {
-        let mut tick = tokio::time::interval(TICK);
-        let mut resync = tokio::time::interval(RESYNC);
-        resync.tick().await;
-        let mut last: Option<Arc<Vec<VirtualService>>> = None;
-        let started_at = Instant::now();
-        let mut force = true;
-        // Newest change trigger already recorded as programmed.
-        let mut watermark = None;
-        loop {
-            self.beat.tick();
-            tokio::select! {
-                r = self.plans.changed() => {
-                    if r.is_err() {
-                        return Ok(());
-                    }
-                }
-                r = self.down.changed() => {
-                    if r.is_err() {
-                        return Ok(());
-                    }
-                }
-                _ = tick.tick() => {}
-                _ = resync.tick() => {
-                    force = true;
-                    backend.resync();
-                }
+fn backend_label(cfg: &Config) -> String {
+    format!("{:?}", cfg.proxy.backend).to_lowercase()
+}
+
+/// Keeps one backend equal to the virtual services of the latest plan and down-peer set.
+struct ProxyReconciler<B> {
+    backend: B,
+    metrics: Arc<crate::metrics::Metrics>,
+    status: watch::Sender<Option<ProxyStatus>>,
+    backend_name: String,
+    /// Shared, not copied, by the last-applied value, the backend and the status.
+    last: Option<Arc<Vec<VirtualService>>>,
+    started_at: Instant,
+    /// Sync even if nothing changed (start, resync).
+    force: bool,
+    /// Newest change trigger already recorded as programmed.
+    watermark: Option<SystemTime>,
+}
+
+impl<B: ServiceBackend + Send> Reconciler for ProxyReconciler<B> {
+    type Desired = (Arc<Plan>, Arc<DownPeers>);
+    const NAME: &'static str = "service proxy";
+
+    /// Every tick: backends drain and peers' liveness moves with time.
+    fn wants_tick(&self) -> bool {
+        true
+    }
+
+    async fn reconcile(
+        &mut self,
+        (plan, down): &(Arc<Plan>, Arc<DownPeers>),
+        why: Trigger,
+    ) -> Result<(), String> {
+        if why == Trigger::Resync {
+            self.force = true;
+            self.backend.resync();
+        }
+        let desired = Arc::new(desired(plan, down));
+        let changed = self.last.as_ref() != Some(&desired);
+        if !self.force && !self.backend.has_draining() && !changed {
+            // The kernel already holds what these changes lead to.
+            self.metrics.observe_programmed(
+                &plan.changed_at,
+                &mut self.watermark,
+                SystemTime::now(),
+            );
+            return Ok(());
+        }
+        // A backend that rewrites its table from the desired list alone waits for every
+        // remote's first snapshot (IPVS keeps unsynced remotes' services itself).
+        if self.backend.needs_every_remote()
+            && !plan.protected.is_empty()
+            && self.started_at.elapsed() < NFT_FIRST_SYNC_WAIT
+        {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = self.backend.sync(&desired, &plan.protected, changed).await;
+        let took = started.elapsed();
+        self.metrics.observe_proxy_sync(took);
+        let backend = self.backend_name.clone();
+        let init = || ProxyStatus {
+            backend,
+            ..Default::default()
+        };
+        match result {
+            Ok(()) => {
+                self.force = false;
+                self.metrics.observe_programmed(
+                    &plan.changed_at,
+                    &mut self.watermark,
+                    SystemTime::now(),
+                );
+                status_board::update(&self.status, init, |s| {
+                    s.last_sync_unix = Some(now_unix());
+                    s.last_sync_ms = took.as_secs_f64() * 1000.0;
+                    s.last_error = None;
+                    s.virtual_services = desired.len();
+                    s.real_servers = desired.iter().map(|v| v.backends.len()).sum();
+                    s.services = Arc::clone(&desired);
+                });
+                self.last = Some(desired);
+                Ok(())
             }
-            // Shared, not copied, by the last-applied value, the backend and the status.
-            let desired = Arc::new(self.desired());
-            let (protected, triggers) = {
-                let plan = self.plans.borrow();
-                (plan.protected.clone(), plan.changed_at.clone())
-            };
-            let changed = last.as_ref() != Some(&desired);
-            if !force && !backend.has_draining() && !changed {
-                // The kernel already holds what these changes lead to.
-                self.metrics
-                    .observe_programmed(&triggers, &mut watermark, SystemTime::now());
-                continue;
-            }
-            // A backend that rewrites its table from the desired list alone waits for every
-            // remote's first snapshot (IPVS keeps unsynced remotes' services itself).
-            if backend.needs_every_remote()
-                && !protected.is_empty()
-                && started_at.elapsed() < NFT_FIRST_SYNC_WAIT
-            {
-                continue;
-            }
-            let started = Instant::now();
-            let result = backend.sync(&desired, &protected, changed).await;
-            let took = started.elapsed();
-            self.metrics.observe_proxy_sync(took);
-            match result {
-                Ok(()) => {
-                    force = false;
-                    self.metrics
-                        .observe_programmed(&triggers, &mut watermark, SystemTime::now());
-                    self.set_status(|s| {
-                        s.last_sync_unix = Some(now_unix());
-                        s.last_sync_ms = took.as_secs_f64() * 1000.0;
-                        s.last_error = None;
-                        s.virtual_services = desired.len();
-                        s.real_servers = desired.iter().map(|v| v.backends.len()).sum();
-                        s.services = Arc::clone(&desired);
-                    });
-                    last = Some(desired);
-                }
-                Err(e) => {
-                    self.metrics.proxy_sync_errors.inc();
-                    tracing::warn!(backend = backend.name(), error = %e,
-                        "service proxy sync failed; retrying");
-                    self.set_status(|s| s.last_error = Some(e));
-                }
+            Err(e) => {
+                self.metrics.proxy_sync_errors.inc();
+                status_board::update(&self.status, init, |s| s.last_error = Some(e.clone()));
+                Err(format!("{} backend: {e}", self.backend.name()))
             }
         }
     }
+}
 
-    /// O(endpoints): one hash lookup per endpoint in the published down set.
-    fn desired(&self) -> Vec<VirtualService> {
-        let down_peers = self.down.borrow().clone();
-        let down = |remote: &str, node: &str| {
-            down_peers
-                .get(remote)
-                .is_some_and(|nodes| nodes.contains(node))
-        };
-        virtual_services(&self.plans.borrow().desired.services, &down)
-    }
-
-    fn set_status(&self, f: impl FnOnce(&mut ProxyStatus)) {
-        let mut facts = self.facts.write().unwrap_or_else(|e| e.into_inner());
-        let s = facts.proxy.get_or_insert_with(|| ProxyStatus {
-            backend: format!("{:?}", self.cfg.proxy.backend).to_lowercase(),
-            ..Default::default()
-        });
-        f(s);
-    }
+/// O(endpoints): one hash lookup per endpoint in the published down set.
+fn desired(plan: &Plan, down_peers: &DownPeers) -> Vec<VirtualService> {
+    let down = |remote: &str, node: &str| {
+        down_peers
+            .get(remote)
+            .is_some_and(|nodes| nodes.contains(node))
+    };
+    virtual_services(&plan.desired.services, &down)
 }
 
 /// Removes everything the proxy owns: our IPVS services (VIPs in remote service CIDRs), the VIP

@@ -22,6 +22,22 @@ pub type Snapshots = HashMap<String, Arc<RemoteSnapshot>>;
 /// Which remote owns a public key (from the previous plan): in a conflict the owner keeps it.
 pub type KeyOwners = HashMap<[u8; 32], String>;
 
+/// Every remote's pod and service CIDRs, in config order, without duplicates: routes depend on
+/// the config alone (a remote not synced yet keeps its routes, so its traffic stays in the
+/// tunnel, fail closed).
+pub fn routes(cfg: &Config) -> Vec<IpNetwork> {
+    let mut routes = Vec::new();
+    for remote in &cfg.remotes {
+        for net in remote.pod_cidrs.iter().chain(&remote.service_cidrs) {
+            let net = cidr::network(net);
+            if !routes.contains(&net) {
+                routes.push(net);
+            }
+        }
+    }
+    routes
+}
+
 /// [`plan_with`] without key owners (a first plan).
 pub fn plan(cfg: &Config, snapshots: &Snapshots) -> Desired {
     plan_with(cfg, snapshots, &KeyOwners::new())
@@ -59,13 +75,8 @@ pub fn plan_with(cfg: &Config, snapshots: &Snapshots, owners: &KeyOwners) -> Des
     // public key -> who took it in this plan (within one remote, the first node)
     let mut claimed: HashMap<[u8; 32], String> = HashMap::new();
 
+    desired.routes = routes(cfg);
     for remote in &cfg.remotes {
-        for net in remote.pod_cidrs.iter().chain(&remote.service_cidrs) {
-            let net = cidr::network(net);
-            if !desired.routes.contains(&net) {
-                desired.routes.push(net);
-            }
-        }
         let Some(snap) = snapshots.get(&remote.name) else {
             continue;
         };
