@@ -52,13 +52,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
-    if local_api.is_some()
-        && crate::keys::create_private_key_file_if_absent(&cfg.tunnel.private_key_file)
-            .with_context(|| format!("create {}", cfg.tunnel.private_key_file.display()))?
-    {
-        tracing::info!(path = %cfg.tunnel.private_key_file.display(), "generated a new private key");
-    }
-    let key = cfg.load_private_key()?;
+    let key = load_or_create_key(&cfg, local_api.is_some())?;
     let (device, routes) = bring_up_tunnel(&cfg, key).await?;
 
     let (board, publish) = StatusBoard::new(Identity {
@@ -76,87 +70,27 @@ pub async fn run(cfg: Config) -> Result<()> {
     if cfg.http.enabled {
         start_http(&cfg, &device, &board, &metrics, &health, &mut tasks)?;
     }
-
-    // Sources -> planner -> one Arc<Plan> per change -> the reconcilers, each following the
-    // latest plan.
-    let mut remotes = remotes::Remotes::start(&cfg, &mut tasks);
-    let first = Arc::new(remotes.plan(&cfg));
-    let first_peers = first.desired.peers.len();
-    let (plan_tx, plan_rx) = watch::channel(first.clone());
-    let (down_tx, down_rx) = watch::channel(Arc::new(observe::DownPeers::new()));
-    if cfg.proxy.backend != crate::config::ProxyBackend::None {
-        tracing::info!(backend = ?cfg.proxy.backend, "service proxy for remote ClusterIPs");
-        tasks.spawn(
-            proxy::ProxyTask {
-                cfg: Arc::new(cfg.clone()),
-                plans: plan_rx.clone(),
-                down: down_rx,
-                status: publish.proxy,
-                metrics: metrics.clone(),
-                beat: health.beat("service proxy"),
-            }
-            .run(),
-        );
-    }
-    let dns = cfg.dns.enabled.then(|| {
-        crate::dns::DnsHandle::with_forwarders(
-            crate::dns::Zones::default(),
-            crate::dns::forward::parse_forwarders(&cfg.dns.forwarders),
-        )
-    });
-    // The first plan is applied before the DNS responder answers and the device runs.
-    let mut applier =
-        apply::PlanApplier::new(cfg.clone(), device.clone(), publish.plan, dns.clone());
-    applier.apply(&first);
-    drop(first);
-    if let Some(handle) = dns {
-        publish
-            .dns
-            .send_replace(Some(start_dns(&cfg, handle, &mut tasks).await));
-    }
-    // Re-planning runs in a task of its own, off the main loop: a hostile remote's snapshot
-    // may take a while to plan, and the main loop's heartbeat (/healthz) must not wait for it.
-    tasks.spawn(plan_loop(
-        remotes,
-        cfg.clone(),
-        plan_tx,
-        health.beat("planner"),
-    ));
-    let idle = Schedule {
-        tick: IDLE,
-        resync: None,
-    };
-    tasks.spawn(reconcile::run(
-        applier,
-        plan_rx,
-        idle,
-        health.beat("plan applier"),
-    ));
+    let pipeline = start_pipeline(
+        &cfg,
+        &device,
+        publish.plan,
+        publish.proxy,
+        publish.dns,
+        &metrics,
+        &health,
+        &mut tasks,
+    )
+    .await;
 
     let key_changed = Arc::new(Notify::new());
-    let (own_cidrs_tx, mut own_cidrs) = watch::channel(None);
-    match &local_api {
-        Some(api) => {
-            tracing::info!(%api, node = %cfg.node_name(), "advertising this node's key and endpoint");
-            tasks.spawn(
-                advertise::AdvertiseTask {
-                    api: api.clone(),
-                    node_name: cfg.node_name().to_string(),
-                    policy: cfg.tunnel.endpoint,
-                    listen_port: device.listen_port,
-                    device: device.clone(),
-                    key_changed: key_changed.clone(),
-                    status: publish.advertisement,
-                    pod_cidrs: own_cidrs_tx,
-                }
-                .run(),
-            );
-        }
-        None => tracing::info!(
-            "not advertising on our Node (no local API: set cluster.kubeconfig or $KUBECONFIG, \
-             or run in a pod; node.advertise: never turns this message off)"
-        ),
-    }
+    let mut own_cidrs = start_advertise(
+        &cfg,
+        local_api.as_ref(),
+        &device,
+        publish.advertisement,
+        &key_changed,
+        &mut tasks,
+    );
     tasks.spawn(device.clone().run());
     tasks.spawn(uapi::serve(device.clone(), cfg.tunnel.uapi_socket_path()));
     tasks.spawn(control::serve(
@@ -179,7 +113,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         let kernel =
             kernel::KernelReconciler::start(cfg.clone(), routes, node_cidrs.clone()).await?;
         health.set_kernel_programmed();
-        tracing::info!(routes = kernel.routes(), peers = first_peers, "ready");
+        tracing::info!(
+            routes = kernel.routes(),
+            peers = pipeline.first_peers,
+            "ready"
+        );
         let (kernel_tx, kernel_rx) = watch::channel(node_cidrs);
         let schedule = Schedule {
             tick: IDLE,
@@ -197,7 +135,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             main_beat: health.beat("main loop"),
             tasks: &mut tasks,
             signals: &mut signals,
-            down_tx,
+            down_tx: pipeline.down_tx,
             key_changed,
             own_cidrs,
             kernel_tx,
@@ -210,6 +148,131 @@ pub async fn run(cfg: Config) -> Result<()> {
     device.stop();
     teardown(&cfg, device, local_api.as_ref(), &outcome).await;
     outcome
+}
+
+/// Keeps our Node's annotations equal to our key and endpoint (when there is a local API);
+/// the returned channel carries our Node's pod CIDRs once read.
+fn start_advertise(
+    cfg: &Config,
+    local_api: Option<&crate::source::kube_client::LocalApi>,
+    device: &Arc<Device>,
+    status: watch::Sender<Option<crate::control::AdvertiseStatus>>,
+    key_changed: &Arc<Notify>,
+    tasks: &mut Tasks,
+) -> watch::Receiver<Option<Vec<IpNetwork>>> {
+    let (own_cidrs_tx, own_cidrs) = watch::channel(None);
+    match local_api {
+        Some(api) => {
+            tracing::info!(%api, node = %cfg.node_name(), "advertising this node's key and endpoint");
+            tasks.spawn(
+                advertise::AdvertiseTask {
+                    api: api.clone(),
+                    node_name: cfg.node_name().to_string(),
+                    policy: cfg.tunnel.endpoint,
+                    listen_port: device.listen_port,
+                    device: device.clone(),
+                    key_changed: key_changed.clone(),
+                    status,
+                    pod_cidrs: own_cidrs_tx,
+                }
+                .run(),
+            );
+        }
+        None => tracing::info!(
+            "not advertising on our Node (no local API: set cluster.kubeconfig or $KUBECONFIG, \
+             or run in a pod; node.advertise: never turns this message off)"
+        ),
+    }
+    own_cidrs
+}
+
+/// The private key from its file; an advertising agent first creates a missing one.
+fn load_or_create_key(cfg: &Config, advertises: bool) -> Result<[u8; 32]> {
+    let path = &cfg.tunnel.private_key_file;
+    if advertises
+        && crate::keys::create_private_key_file_if_absent(path)
+            .with_context(|| format!("create {}", path.display()))?
+    {
+        tracing::info!(path = %path.display(), "generated a new private key");
+    }
+    Ok(cfg.load_private_key()?)
+}
+
+/// What the main loop keeps of the started pipeline.
+struct Pipeline {
+    first_peers: usize,
+    /// Where the main loop publishes peer liveness for the proxy.
+    down_tx: watch::Sender<Arc<observe::DownPeers>>,
+}
+
+/// Sources -> planner -> one `Arc<Plan>` per change -> the reconcilers, each following the
+/// latest plan. The first plan is applied (peers, zones) before the DNS responder answers and
+/// the device runs.
+#[allow(clippy::too_many_arguments)] // one status sender per stage, handed over by value
+async fn start_pipeline(
+    cfg: &Config,
+    device: &Arc<Device>,
+    plan_status: watch::Sender<status_board::PlanStatus>,
+    proxy_status: watch::Sender<Option<crate::control::ProxyStatus>>,
+    dns_status: watch::Sender<Option<status_board::DnsState>>,
+    metrics: &Arc<crate::metrics::Metrics>,
+    health: &crate::health::Health,
+    tasks: &mut Tasks,
+) -> Pipeline {
+    let mut remotes = remotes::Remotes::start(cfg, tasks);
+    let first = Arc::new(remotes.plan(cfg));
+    let first_peers = first.desired.peers.len();
+    let (plan_tx, plan_rx) = watch::channel(first.clone());
+    let (down_tx, down_rx) = watch::channel(Arc::new(observe::DownPeers::new()));
+    if cfg.proxy.backend != crate::config::ProxyBackend::None {
+        tracing::info!(backend = ?cfg.proxy.backend, "service proxy for remote ClusterIPs");
+        tasks.spawn(
+            proxy::ProxyTask {
+                cfg: Arc::new(cfg.clone()),
+                plans: plan_rx.clone(),
+                down: down_rx,
+                status: proxy_status,
+                metrics: metrics.clone(),
+                beat: health.beat("service proxy"),
+            }
+            .run(),
+        );
+    }
+    let dns = cfg.dns.enabled.then(|| {
+        crate::dns::DnsHandle::with_forwarders(
+            crate::dns::Zones::default(),
+            crate::dns::forward::parse_forwarders(&cfg.dns.forwarders),
+        )
+    });
+    let mut applier =
+        apply::PlanApplier::new(cfg.clone(), device.clone(), plan_status, dns.clone());
+    applier.apply(&first);
+    drop(first);
+    if let Some(handle) = dns {
+        dns_status.send_replace(Some(start_dns(cfg, handle, tasks).await));
+    }
+    // Re-planning runs in a task of its own, off the main loop: a hostile remote's snapshot
+    // may take a while to plan, and the main loop's heartbeat (/healthz) must not wait for it.
+    tasks.spawn(plan_loop(
+        remotes,
+        cfg.clone(),
+        plan_tx,
+        health.beat("planner"),
+    ));
+    let idle = Schedule {
+        tick: IDLE,
+        resync: None,
+    };
+    tasks.spawn(reconcile::run(
+        applier,
+        plan_rx,
+        idle,
+        health.beat("plan applier"),
+    ));
+    Pipeline {
+        first_peers,
+        down_tx,
+    }
 }
 
 /// Binds the metrics and probes listener (before anything slow, so the kubelet's probes get

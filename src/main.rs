@@ -191,153 +191,181 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// One function per command; each returns the process's exit code.
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Command::Keygen => {
             println!("{}", keys::encode_key(&keys::generate_private()));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Pubkey => {
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s)?;
             let k = keys::parse_key(&s).context("reading the private key from stdin")?;
             println!("{}", keys::encode_key(&keys::public_from_private(&k)));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Agent {
             config,
             check_config,
             log_format,
-        } => {
-            let cfg = read_config(&config, ConfigUse::Agent)?;
-            if check_config {
-                println!("{}: ok", config.display());
-                return Ok(ExitCode::SUCCESS);
-            }
-            init_logs(log_format);
-            unblock_shutdown_signals();
-            sdn_tunnel::memory::tune_for_agent();
-            runtime()?.block_on(sdn_tunnel::agent::run(cfg))?;
-        }
+        } => agent(&config, check_config, log_format),
         Command::Status {
             config,
             device,
             json,
             ipvs,
             stats,
-        } => {
-            let mut t = match config {
-                Some(p) => read_config(&p, ConfigUse::Lenient)?.tunnel,
-                None => TunnelConfig::default(),
-            };
-            if let Some(d) = device {
-                t.device = d;
-            }
-            let mut report = runtime()?.block_on(gather_status(&t));
-            let want_ipvs = ipvs
-                || stats
-                || report
-                    .agent
-                    .as_ref()
-                    .and_then(|a| a.proxy.as_ref())
-                    .is_some_and(|p| p.backend == "ipvs");
-            if want_ipvs {
-                report.ipvs = Some(status::gather_ipvs(report.agent.as_ref()));
-            }
-            if ipvs || (stats && !json) {
-                let section = report.ipvs.as_ref().expect("gathered above");
-                if let Some(e) = &section.error {
-                    anyhow::bail!("IPVS: {e}");
-                }
-                print!(
-                    "{}",
-                    if stats {
-                        &section.stats_text
-                    } else {
-                        &section.text
-                    }
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", status::render_text(&report, control::now_unix()));
-            }
-            if report.agent.is_none() {
-                return Ok(ExitCode::from(3));
-            }
-        }
+        } => status_cmd(config.as_deref(), device, json, ipvs, stats),
         Command::CheckRemote {
             config,
             remote,
             timeout,
             json,
-        } => {
-            let cfg = read_config(
-                &config,
-                ConfigUse::Tool {
-                    node_name: "check-remote",
-                },
-            )?;
-            let r = runtime()?.block_on(sdn_tunnel::check_remote::check(
-                &cfg,
-                &remote,
-                std::time::Duration::from_secs(timeout),
-            ))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                print!("{}", sdn_tunnel::check_remote::render_text(&r));
-            }
-            if !r.synced {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+        } => check_remote(&config, &remote, timeout, json),
         Command::Diagnose {
             config,
             json,
             stale_after,
-        } => return Ok(diagnose(&config, json, stale_after)),
-        Command::Probe { cmd } => match cmd {
-            ProbeCommand::Serve { listen, name } => {
-                let name = name.unwrap_or_else(|| {
-                    std::fs::read_to_string("/proc/sys/kernel/hostname")
-                        .map(|h| h.trim().to_string())
-                        .unwrap_or_else(|_| "unknown".into())
-                });
-                sdn_tunnel::probe::serve(listen, &name).context("probe serve")?;
+        } => Ok(diagnose(&config, json, stale_after)),
+        Command::Probe { cmd } => probe(cmd),
+        Command::Cleanup { config } => cleanup_cmd(&config),
+    }
+}
+
+fn agent(config: &Path, check_config: bool, log_format: LogFormat) -> Result<ExitCode> {
+    let cfg = read_config(config, ConfigUse::Agent)?;
+    if check_config {
+        println!("{}: ok", config.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logs(log_format);
+    unblock_shutdown_signals();
+    sdn_tunnel::memory::tune_for_agent();
+    runtime()?.block_on(sdn_tunnel::agent::run(cfg))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit 3 when no agent answered (the kernel's side is still shown).
+fn status_cmd(
+    config: Option<&Path>,
+    device: Option<String>,
+    json: bool,
+    ipvs: bool,
+    stats: bool,
+) -> Result<ExitCode> {
+    let mut t = match config {
+        Some(p) => read_config(p, ConfigUse::Lenient)?.tunnel,
+        None => TunnelConfig::default(),
+    };
+    if let Some(d) = device {
+        t.device = d;
+    }
+    let mut report = runtime()?.block_on(gather_status(&t));
+    let want_ipvs = ipvs
+        || stats
+        || report
+            .agent
+            .as_ref()
+            .and_then(|a| a.proxy.as_ref())
+            .is_some_and(|p| p.backend == "ipvs");
+    if want_ipvs {
+        report.ipvs = Some(status::gather_ipvs(report.agent.as_ref()));
+    }
+    if ipvs || (stats && !json) {
+        let section = report.ipvs.as_ref().expect("gathered above");
+        if let Some(e) = &section.error {
+            anyhow::bail!("IPVS: {e}");
+        }
+        print!(
+            "{}",
+            if stats {
+                &section.stats_text
+            } else {
+                &section.text
             }
-            ProbeCommand::Connect {
-                targets,
-                timeout_ms,
-            } => {
-                let results = sdn_tunnel::probe::connect(
-                    &targets,
-                    std::time::Duration::from_millis(timeout_ms),
-                );
-                println!("{}", serde_json::to_string(&results)?);
-                if !results.iter().all(|r| r.ok) {
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", status::render_text(&report, control::now_unix()));
+    }
+    Ok(if report.agent.is_none() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Exit 1 when the remote did not sync.
+fn check_remote(config: &Path, remote: &str, timeout: u64, json: bool) -> Result<ExitCode> {
+    let cfg = read_config(
+        config,
+        ConfigUse::Tool {
+            node_name: "check-remote",
         },
-        Command::Cleanup { config } => {
-            let cfg = read_config(&config, ConfigUse::Lenient)?;
-            let rt = runtime()?;
-            let r = rt.block_on(cleanup::cleanup(&cfg.tunnel, Some(&cfg)))?;
-            if !r.proxy.is_empty() {
-                println!("removed (proxy): {}", r.proxy);
-            }
-            println!(
-                "removed: {} route(s), device {}: {}, nft table {}: {}, {} socket(s)",
-                r.routes_removed,
-                cfg.tunnel.device,
-                yes_no(r.device_removed),
-                cfg.tunnel.nft_table(),
-                yes_no(r.nft_table_removed),
-                r.sockets_removed
-            );
+    )?;
+    let r = runtime()?.block_on(sdn_tunnel::check_remote::check(
+        &cfg,
+        remote,
+        std::time::Duration::from_secs(timeout),
+    ))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", sdn_tunnel::check_remote::render_text(&r));
+    }
+    Ok(if r.synced {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn probe(cmd: ProbeCommand) -> Result<ExitCode> {
+    match cmd {
+        ProbeCommand::Serve { listen, name } => {
+            let name = name.unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "unknown".into())
+            });
+            sdn_tunnel::probe::serve(listen, &name).context("probe serve")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ProbeCommand::Connect {
+            targets,
+            timeout_ms,
+        } => {
+            let results =
+                sdn_tunnel::probe::connect(&targets, std::time::Duration::from_millis(timeout_ms));
+            println!("{}", serde_json::to_string(&results)?);
+            Ok(if results.iter().all(|r| r.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
+}
+
+fn cleanup_cmd(config: &Path) -> Result<ExitCode> {
+    let cfg = read_config(config, ConfigUse::Lenient)?;
+    let r = runtime()?.block_on(cleanup::cleanup(&cfg.tunnel, Some(&cfg)))?;
+    if !r.proxy.is_empty() {
+        println!("removed (proxy): {}", r.proxy);
+    }
+    println!(
+        "removed: {} route(s), device {}: {}, nft table {}: {}, {} socket(s)",
+        r.routes_removed,
+        cfg.tunnel.device,
+        yes_no(r.device_removed),
+        cfg.tunnel.nft_table(),
+        yes_no(r.nft_table_removed),
+        r.sockets_removed
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -53,6 +53,7 @@ pub fn ser_key<S: serde::Serializer>(k: &[u8; 32], s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&crate::keys::encode_key(k))
 }
 
+pub mod build;
 mod plan;
 pub mod types;
 pub use plan::{key_owners, plan, plan_with, routes, KeyOwners, Snapshots};

@@ -9,12 +9,12 @@
 //! `DNS_BENCH_CLIENTS` (4), `DNS_BENCH_MAX_QPS` (200000), `DNS_BENCH_OUTSTANDING` (100).
 
 use sdn_tunnel::dns::{DnsHandle, DnsServer, Zones, DEFAULT_CLUSTERSET_DOMAIN, DEFAULT_TTL};
-use sdn_tunnel::model::DesiredService;
-use sdn_tunnel::source::{Endpoint, EndpointPort, Protocol, RemoteService, ServicePort};
+use sdn_tunnel::model::{build, DesiredService};
+use sdn_tunnel::source::Protocol;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 
 const SERVICES: usize = 1000;
 /// Services 0..600 are in remote `west`, 600..1000 in `north`; north's service names repeat
@@ -50,48 +50,19 @@ fn services() -> Vec<DesiredService> {
             let (remote, namespace, name, headless) = identity(i);
             let second = if remote == "west" { 101 } else { 102 };
             let pod = if remote == "west" { 132 } else { 136 };
-            let cluster_ip: IpAddr = format!("10.{second}.{}.{}", i / 250, i % 250 + 1)
-                .parse()
-                .unwrap();
+            let cluster_ip = format!("10.{second}.{}.{}", i / 250, i % 250 + 1);
             let endpoints = (0..3)
-                .map(|e| Endpoint {
-                    ip: format!("10.{pod}.{}.{}", (i / 250) * 3 + e, i % 250 + 1)
-                        .parse()
-                        .unwrap(),
-                    node_name: Some(format!("{remote}-n{e}")),
-                    ready: true,
-                    serving: true,
-                    terminating: false,
-                    ports: Arc::from(vec![EndpointPort {
-                        name: "http".into(),
-                        port: 8080,
-                        protocol: Protocol::Tcp,
-                    }]),
+                .map(|e| {
+                    build::endpoint(&format!("10.{pod}.{}.{}", (i / 250) * 3 + e, i % 250 + 1))
+                        .on_node(&format!("{remote}-n{e}"))
                 })
                 .collect();
-            DesiredService {
-                remote: remote.into(),
-                service: RemoteService {
-                    namespace,
-                    name,
-                    cluster_ips: if headless { vec![] } else { vec![cluster_ip] },
-                    headless,
-                    ports: vec![
-                        ServicePort {
-                            name: "http".into(),
-                            port: 80,
-                            protocol: Protocol::Tcp,
-                        },
-                        ServicePort {
-                            name: "metrics".into(),
-                            port: 9090,
-                            protocol: Protocol::Tcp,
-                        },
-                    ],
-                    affinity_timeout: None,
-                    endpoints,
-                },
-            }
+            let ips: &[&str] = if headless { &[] } else { &[&cluster_ip] };
+            build::service(&namespace, &name)
+                .with_ips(ips)
+                .with_port("metrics", 9090, Protocol::Tcp)
+                .with_endpoints(endpoints)
+                .of(remote)
         })
         .collect()
 }

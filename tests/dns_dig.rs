@@ -8,24 +8,17 @@ use common::dig::{flags, status};
 use common::dns::service;
 
 use sdn_tunnel::dns::{DnsHandle, DnsServer, Zones, DEFAULT_CLUSTERSET_DOMAIN, DEFAULT_TTL};
-use sdn_tunnel::model::DesiredService;
-use sdn_tunnel::source::{Endpoint, EndpointPort, Protocol};
+use sdn_tunnel::model::{build, DesiredService};
+use sdn_tunnel::source::Endpoint;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::time::Duration;
 
 fn endpoint(ip: String, ready: bool) -> Endpoint {
-    Endpoint {
-        ip: ip.parse().unwrap(),
-        node_name: Some("n1".into()),
-        ready,
-        serving: ready,
-        terminating: false,
-        ports: Arc::from(vec![EndpointPort {
-            name: "http".into(),
-            port: 8080,
-            protocol: Protocol::Tcp,
-        }]),
+    let ep = build::endpoint(&ip).on_node("n1");
+    if ready {
+        ep
+    } else {
+        ep.not_ready()
     }
 }
 

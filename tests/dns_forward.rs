@@ -9,25 +9,14 @@ use common::dig::{flags, status};
 
 use sdn_tunnel::dns::forward::FORWARD_TIMEOUT;
 use sdn_tunnel::dns::{DnsHandle, DnsServer, Zones, DEFAULT_CLUSTERSET_DOMAIN, DEFAULT_TTL};
-use sdn_tunnel::model::DesiredService;
-use sdn_tunnel::source::Endpoint;
+use sdn_tunnel::model::{build, DesiredService};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// `default/<name>` with `endpoints` ready endpoints in 10.232.0.0/16.
 fn service(remote: &str, name: &str, ips: &[&str], endpoints: usize) -> DesiredService {
     let eps = (0..endpoints)
-        .map(|i| Endpoint {
-            ip: format!("10.232.{}.{}", i / 100, i % 100 + 1)
-                .parse()
-                .unwrap(),
-            node_name: None,
-            ready: true,
-            serving: true,
-            terminating: false,
-            ports: Arc::from(vec![]),
-        })
+        .map(|i| build::endpoint(&format!("10.232.{}.{}", i / 100, i % 100 + 1)).with_ports(vec![]))
         .collect();
     common::dns::service(remote, name, ips, eps)
 }

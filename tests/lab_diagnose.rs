@@ -118,7 +118,7 @@ fn diagnose_finds_what_is_broken() {
     })
     .expect("lab up");
     kl.start_agents(
-        |_| "proxy: {backend: nftables}".to_string(),
+        |_| serde_json::json!({"proxy": {"backend": "nftables"}}),
         Duration::from_secs(30),
     )
     .unwrap_or_else(|e| panic!("{e:#}"));

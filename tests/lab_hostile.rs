@@ -86,11 +86,15 @@ fn hostile_datagrams_are_dropped_counted_and_harmless() {
     // Make agent a1 know the probe as a peer of an extra remote cluster.
     let probe_private = keys::generate_private();
     let probe_public = keys::public_from_private(&probe_private);
-    let mut cfg = lab.agent_config("a1");
-    cfg += &format!(
-        "  - name: probe\n    podCIDRs: [10.140.0.0/14]\n    static:\n      peers:\n        - {{name: x1, publicKey: \"{}\", podCIDRs: [{PROBE_CIDR}]}}\n",
-        keys::encode_key(&probe_public)
-    );
+    let cfg = lab.agent_config("a1").add_remote(serde_json::json!({
+        "name": "probe",
+        "podCIDRs": ["10.140.0.0/14"],
+        "static": {"peers": [{
+            "name": "x1",
+            "publicKey": keys::encode_key(&probe_public),
+            "podCIDRs": [PROBE_CIDR],
+        }]},
+    }));
     lab.write_agent_config("a1", &cfg).unwrap();
     lab.restart_agent("a1").unwrap();
     lab.wait_connected(Duration::from_secs(10)).unwrap();

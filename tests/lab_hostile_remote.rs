@@ -38,7 +38,7 @@ fn fifty_thousand_nodes_and_a_huge_object_cost_a_bounded_amount() {
         ..LabOptions::default()
     })
     .expect("lab up");
-    kl.start_agents(|_| String::new(), Duration::from_secs(60))
+    kl.start_agents(|_| serde_json::Value::Null, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e:#}"));
     let pid = kl.lab.agent_pid("a1").expect("a1 agent");
 

@@ -29,7 +29,7 @@ fn peers_from_the_api_survive_outages_follow_churn_and_rekey() {
     let lab = &kl.lab;
     // a2 has no key yet: the agent must create one (0600) and advertise it.
     std::fs::remove_file(lab.private_key_file("a2")).unwrap();
-    kl.start_agents(|_| String::new(), Duration::from_secs(30))
+    kl.start_agents(|_| serde_json::Value::Null, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e:#}"));
 
     // Self-advertisement: every Node carries the key of its node's key file.

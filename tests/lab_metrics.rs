@@ -168,12 +168,15 @@ fn metrics_move_with_traffic_and_probes_follow_the_agent() {
          current-context: g\n",
     )
     .unwrap();
-    let cfg = lab.agent_config("a2")
-        + &format!(
-            "  - name: ghost\n    podCIDRs: [10.250.0.0/16]\n    serviceCIDRs: [172.250.0.0/16]\n    \
-             kubeconfig: {}\nhttp: {{readyTimeoutSeconds: 10}}\n",
-            kubeconfig.display()
-        );
+    let cfg = lab
+        .agent_config("a2")
+        .add_remote(sdn_lab::agent_config::kube_remote(
+            "ghost",
+            "10.250.0.0/16",
+            "172.250.0.0/16",
+            &kubeconfig.to_string_lossy(),
+        ))
+        .set("http", serde_json::json!({"readyTimeoutSeconds": 10}));
     lab.write_agent_config("a2", &cfg).unwrap();
     lab.restart_agent("a2").unwrap();
     lab.wait_agent_ready("a2", Duration::from_secs(20)).unwrap();

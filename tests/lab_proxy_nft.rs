@@ -82,9 +82,9 @@ fn remote_cluster_ip_through_nftables() {
     kl.start_agents(
         |n| {
             if n.starts_with('a') {
-                "proxy: {backend: nftables}".into()
+                serde_json::json!({"proxy": {"backend": "nftables"}})
             } else {
-                String::new()
+                serde_json::Value::Null
             }
         },
         WAIT,

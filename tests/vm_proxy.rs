@@ -148,9 +148,9 @@ fn remote_cluster_ip_through_ipvs() {
     kl.start_agents(
         |n| {
             if n.starts_with('a') {
-                "proxy: {backend: ipvs, drainTimeoutSeconds: 15}".into()
+                serde_json::json!({"proxy": {"backend": "ipvs", "drainTimeoutSeconds": 15}})
             } else {
-                String::new()
+                serde_json::Value::Null
             }
         },
         LONG,

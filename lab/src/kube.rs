@@ -3,9 +3,11 @@
 //! reach it. Nodes are registered like kubelet would (InternalIP, spec.podCIDRs); agents get a
 //! config with no static peers: they advertise themselves and watch the other clusters.
 
+use crate::agent_config::{self, AgentConfig};
 use crate::{netns, Lab, LabOptions};
 use anyhow::{Context, Result};
 use fakekube::{gen, FakeApi};
+use serde_json::json;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -56,48 +58,42 @@ impl KubeLab {
     }
 
     /// The agent config of `node`: no static peers and no node.podCIDRs (both come from the
-    /// APIs), `extra` appended (e.g. a `proxy:` section).
-    pub fn config(&self, node: &str, extra: &str) -> String {
+    /// APIs), the top-level sections of `extra` set (e.g. `{"proxy": {...}}`; `null`: none).
+    pub fn config(&self, node: &str, extra: serde_json::Value) -> AgentConfig {
         let lab = &self.lab;
         let n = lab.node(node);
         let topo = lab.topology();
         let c = topo.cluster(&n.cluster).expect("node's cluster");
-        let mut y = format!(
-            "cluster: {{name: {}, podCIDRs: [{}], serviceCIDRs: [{}], kubeconfig: {}}}\n\
-             node: {{name: {node}}}\n\
-             tunnel: {{device: {}, listenPort: {}, privateKeyFile: {}, persistentKeepalive: 5}}\n\
-             {extra}\n\
-             remotes:\n",
-            c.name,
-            c.pod_cidr,
-            c.service_cidr,
-            self.kubeconfigs[&c.name].display(),
-            n.device,
-            n.listen_port,
-            lab.private_key_file(node).display(),
-        );
+        let mut cfg = AgentConfig::new(
+            json!({"name": c.name, "podCIDRs": [c.pod_cidr.to_string()],
+                   "serviceCIDRs": [c.service_cidr.to_string()],
+                   "kubeconfig": self.kubeconfigs[&c.name]}),
+            json!({ "name": node }),
+            json!({"device": n.device, "listenPort": n.listen_port,
+                   "privateKeyFile": lab.private_key_file(node), "persistentKeepalive": 5}),
+        )
+        .set_all(extra);
         for rc in topo.clusters.iter().filter(|rc| rc.name != c.name) {
-            y += &format!(
-                "  - {{name: {}, podCIDRs: [{}], serviceCIDRs: [{}], kubeconfig: {}}}\n",
-                rc.name,
-                rc.pod_cidr,
-                rc.service_cidr,
-                self.kubeconfigs[&rc.name].display()
-            );
+            cfg = cfg.add_remote(agent_config::kube_remote(
+                &rc.name,
+                &rc.pod_cidr.to_string(),
+                &rc.service_cidr.to_string(),
+                &self.kubeconfigs[&rc.name].to_string_lossy(),
+            ));
         }
-        y
+        cfg
     }
 
     /// Writes every agent's config (with `extra_for(node)`), starts them, waits for their
     /// devices and for pod connectivity across clusters.
     pub fn start_agents(
         &self,
-        extra_for: impl Fn(&str) -> String,
+        extra_for: impl Fn(&str) -> serde_json::Value,
         timeout: Duration,
     ) -> Result<()> {
         for n in self.lab.agent_nodes() {
             self.lab
-                .write_agent_config(&n, &self.config(&n, &extra_for(&n)))?;
+                .write_agent_config(&n, &self.config(&n, extra_for(&n)))?;
             self.lab.start_agent(&n)?;
         }
         for n in self.lab.agent_nodes() {

@@ -11,6 +11,7 @@
 //! Every lab instance has a random prefix (`sl` + 4 hex digits) used for namespace and device
 //! names, so concurrent labs (parallel tests) never collide.
 
+pub mod agent_config;
 pub mod bench;
 pub mod kube;
 pub mod netns;
@@ -28,7 +29,9 @@ pub use traffic::{
 };
 pub use wggo::WgPeer;
 
+pub use agent_config::AgentConfig;
 use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -232,8 +235,8 @@ impl Lab {
             self.keys.insert(node.name.clone(), keys);
         }
         for node in topo.nodes.iter().filter(|n| !n.foreign) {
-            let yaml = self.agent_config(&node.name);
-            self.write_agent_config(&node.name, &yaml)?;
+            let cfg = self.agent_config(&node.name);
+            self.write_agent_config(&node.name, &cfg)?;
         }
         for node in topo.nodes.iter().filter(|n| n.foreign) {
             self.say(format!(
@@ -515,75 +518,79 @@ impl Lab {
 
     // ----- agent configs and lifecycle -----
 
-    /// The default agent config of `node` (what `up` writes to [`Lab::agent_config_path`]).
-    pub fn agent_config(&self, node: &str) -> String {
+    /// The default agent config of `node` (what `up` writes to [`Lab::agent_config_path`]):
+    /// static peers (and, with `services`, one static service) for every other cluster.
+    pub fn agent_config(&self, node: &str) -> AgentConfig {
         let n = self.node(node);
         let c = self.topo.cluster(&n.cluster).expect("node's cluster");
-        let mut y = String::new();
-        y += &format!(
-            "# sdn-lab {}: node {} of cluster {}\n",
-            self.topo.prefix, n.name, c.name
-        );
-        y += &format!(
-            "cluster: {{name: {}, podCIDRs: [{}], serviceCIDRs: [{}]}}\n",
-            c.name, c.pod_cidr, c.service_cidr
-        );
-        y += &format!("node: {{name: {}, podCIDRs: [{}]}}\n", n.name, n.pod_cidr);
-        y += &format!(
-            "tunnel: {{device: {}, listenPort: {}, mtu: {}, privateKeyFile: {}, \
-             persistentKeepalive: {}, runDir: /var/run}}\n",
-            n.device,
-            n.listen_port,
-            self.opts.mtu,
-            self.keys[node].private_key_file.display(),
-            self.opts.persistent_keepalive
-        );
-        y += if self.opts.services {
-            "proxy: {backend: nftables}\n"
+        let proxy = if self.opts.services {
+            "nftables"
         } else {
-            "proxy: {backend: none}\n"
+            "none"
         };
-        y += "remotes:\n";
+        let mut cfg = AgentConfig::new(
+            json!({"name": c.name, "podCIDRs": [c.pod_cidr.to_string()],
+                   "serviceCIDRs": [c.service_cidr.to_string()]}),
+            json!({"name": n.name, "podCIDRs": [n.pod_cidr.to_string()]}),
+            json!({
+                "device": n.device,
+                "listenPort": n.listen_port,
+                "mtu": self.opts.mtu,
+                "privateKeyFile": self.keys[node].private_key_file,
+                "persistentKeepalive": self.opts.persistent_keepalive,
+                "runDir": "/var/run",
+            }),
+        )
+        .with_comment(format!(
+            "sdn-lab {}: node {} of cluster {}",
+            self.topo.prefix, n.name, c.name
+        ))
+        .set("proxy", json!({ "backend": proxy }));
         for rc in self.topo.clusters.iter().filter(|rc| rc.name != c.name) {
-            y += &format!("  - name: {}\n", rc.name);
-            y += &format!("    podCIDRs: [{}]\n", rc.pod_cidr);
-            y += &format!("    serviceCIDRs: [{}]\n", rc.service_cidr);
-            y += "    static:\n      peers:\n";
-            for p in &rc.nodes {
-                y += &format!(
-                    "        - {{name: {}, publicKey: \"{}\", endpoint: \"{}\", podCIDRs: [{}]}}\n",
-                    p,
-                    self.keys[p].public_key,
-                    self.endpoint(p),
-                    self.node(p).pod_cidr
-                );
-            }
+            let peers: Vec<_> = rc
+                .nodes
+                .iter()
+                .map(|p| {
+                    json!({
+                        "name": p,
+                        "publicKey": self.keys[p].public_key,
+                        "endpoint": self.endpoint(p),
+                        "podCIDRs": [self.node(p).pod_cidr.to_string()],
+                    })
+                })
+                .collect();
+            let mut source = json!({ "peers": peers });
             if self.opts.services && !rc.foreign {
-                let eps: Vec<String> = rc
+                let eps: Vec<_> = rc
                     .nodes
                     .iter()
                     .map(|p| {
-                        format!(
-                            "{{ip: {}, nodeName: {p}, ports: {{http: 8080}}}}",
-                            self.pod_ip(p, 0)
-                        )
+                        json!({"ip": self.pod_ip(p, 0).to_string(), "nodeName": p,
+                               "ports": {"http": 8080}})
                     })
                     .collect();
-                y += &format!(
-                    "      services:\n        - {{namespace: default, name: web, clusterIP: {}, \
-                     ports: [{{name: http, port: 80}}], endpoints: [{}]}}\n",
-                    self.service_ip(&rc.name),
-                    eps.join(", ")
-                );
+                source["services"] = json!([{
+                    "namespace": "default",
+                    "name": "web",
+                    "clusterIP": self.service_ip(&rc.name).to_string(),
+                    "ports": [{"name": "http", "port": 80}],
+                    "endpoints": eps,
+                }]);
             }
+            cfg = cfg.add_remote(json!({
+                "name": rc.name,
+                "podCIDRs": [rc.pod_cidr.to_string()],
+                "serviceCIDRs": [rc.service_cidr.to_string()],
+                "static": source,
+            }));
         }
-        y
+        cfg
     }
 
     /// Replaces `node`'s config file (takes effect at the next agent start).
-    pub fn write_agent_config(&self, node: &str, yaml: &str) -> Result<()> {
+    pub fn write_agent_config(&self, node: &str, cfg: &AgentConfig) -> Result<()> {
         let path = self.agent_config_path(node);
-        fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))
+        fs::write(&path, cfg.render()).with_context(|| format!("writing {}", path.display()))
     }
 
     /// Starts `sdn-tunnel agent --config <file>` in the node's namespace, output appended to

@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -119,19 +120,38 @@ where
     F: FnOnce() -> T + Send,
 {
     let path = netns_path(ns);
-    let file = File::open(&path).with_context(|| format!("opening {path}"))?;
     std::thread::scope(|s| {
         s.spawn(move || {
-            // SAFETY: setns on a valid fd; CLONE_NEWNET only affects the calling thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                bail!("setns({path}): {}", std::io::Error::last_os_error());
-            }
+            enter(Path::new(&path))?;
             Ok(f())
         })
         .join()
         .map_err(|_| anyhow::anyhow!("thread in netns {ns} panicked"))?
     })
+}
+
+/// Moves the calling thread (only it) into the network namespace at `path` and checks that it
+/// got there, so a test never changes the host's own namespace by mistake.
+pub fn enter(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: setns on a valid fd; CLONE_NEWNET only affects the calling thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        bail!(
+            "setns({}): {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    let want = file.metadata()?.ino();
+    let have = std::fs::metadata("/proc/thread-self/ns/net")?.ino();
+    anyhow::ensure!(
+        want == have,
+        "setns did not move this thread into {}",
+        path.display()
+    );
+    Ok(())
 }
 
 /// The file of namespace `ns`: `/run/netns/<ns>`, or `ns` itself when it is a path.

@@ -1,7 +1,7 @@
 //! The checks: pure functions from [`Facts`] to verdicts, each with what was found and, when
 //! something is wrong, the fix. No I/O here; `gather.rs` collects the facts.
 
-use super::facts::{Facts, KernelRoute, Toward};
+use super::facts::{ConfigFacts, Facts, KernelRoute, Toward};
 use crate::cidr;
 use crate::config::ProxyBackend;
 use crate::status::ago;
@@ -710,18 +710,7 @@ pub fn routes(f: &Facts) -> Check {
 
 pub fn cidr_overlaps(f: &Facts) -> Check {
     let c = &f.config;
-    let remote_cidrs: Vec<(IpNetwork, String)> =
-        c.remotes
-            .iter()
-            .flat_map(|r| {
-                r.pod_cidrs
-                    .iter()
-                    .map(move |n| (cidr::network(n), format!("remote {} podCIDRs", r.name)))
-                    .chain(r.service_cidrs.iter().map(move |n| {
-                        (cidr::network(n), format!("remote {} serviceCIDRs", r.name))
-                    }))
-            })
-            .collect();
+    let remote_cidrs = remote_cidrs(c);
     let mut found = Vec::new();
     let mut notes = Vec::new();
     match &f.addresses {
@@ -760,21 +749,9 @@ pub fn cidr_overlaps(f: &Facts) -> Check {
     let mut rejected_overlap = false;
     match &f.agent {
         Ok(a) => {
-            let mut seen = BTreeSet::new();
-            for rej in a
-                .rejected
-                .iter()
-                .chain(a.remotes.iter().flat_map(|r| r.rejected.iter()))
-                .filter(|r| r.reason.contains("overlap"))
-            {
-                if seen.insert((&rej.remote, &rej.object, &rej.reason)) {
-                    rejected_overlap = true;
-                    found.push(format!(
-                        "remote {} {} rejected: {}",
-                        rej.remote, rej.object, rej.reason
-                    ));
-                }
-            }
+            let rejected = overlap_rejections(a);
+            rejected_overlap = !rejected.is_empty();
+            found.extend(rejected);
         }
         Err(_) => notes.push("agent rejections not checked: agent not running".into()),
     }
@@ -796,6 +773,40 @@ pub fn cidr_overlaps(f: &Facts) -> Check {
         detail += &format!("; {}", notes.join("; "));
     }
     Check::ok("cidr_overlaps", detail)
+}
+
+/// Every remote's pod and service CIDRs with where they come from.
+fn remote_cidrs(c: &ConfigFacts) -> Vec<(IpNetwork, String)> {
+    c.remotes
+        .iter()
+        .flat_map(|r| {
+            r.pod_cidrs
+                .iter()
+                .map(move |n| (cidr::network(n), format!("remote {} podCIDRs", r.name)))
+                .chain(
+                    r.service_cidrs.iter().map(move |n| {
+                        (cidr::network(n), format!("remote {} serviceCIDRs", r.name))
+                    }),
+                )
+        })
+        .collect()
+}
+
+/// The agent's rejections for an overlap, each once.
+fn overlap_rejections(a: &crate::control::AgentStatus) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    a.rejected
+        .iter()
+        .chain(a.remotes.iter().flat_map(|r| r.rejected.iter()))
+        .filter(|r| r.reason.contains("overlap"))
+        .filter(|rej| seen.insert((&rej.remote, &rej.object, &rej.reason)))
+        .map(|rej| {
+            format!(
+                "remote {} {} rejected: {}",
+                rej.remote, rej.object, rej.reason
+            )
+        })
+        .collect()
 }
 
 pub fn remotes(f: &Facts) -> Vec<Check> {

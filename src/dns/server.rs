@@ -637,6 +637,7 @@ async fn tcp_conn(mut stream: TcpStream, handle: DnsHandle) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::build;
     use hickory_proto::op::Message;
     use hickory_proto::rr::{Name, RecordType};
 
@@ -652,33 +653,16 @@ mod tests {
     }
 
     fn zones(endpoints: usize) -> Zones {
-        use crate::model::DesiredService;
-        use crate::model::{Endpoint, RemoteService};
         let eps = (0..endpoints)
-            .map(|i| Endpoint {
-                ip: format!("10.132.{}.{}", i / 250, i % 250 + 1)
-                    .parse()
-                    .unwrap(),
-                node_name: None,
-                ready: true,
-                serving: true,
-                terminating: false,
-                ports: Arc::from(vec![]),
+            .map(|i| {
+                build::endpoint(&format!("10.132.{}.{}", i / 250, i % 250 + 1)).with_ports(vec![])
             })
             .collect();
         Zones::build(
-            &[DesiredService {
-                remote: "b".into(),
-                service: RemoteService {
-                    namespace: "ns".into(),
-                    name: "big".into(),
-                    cluster_ips: vec![],
-                    headless: true,
-                    ports: vec![],
-                    affinity_timeout: None,
-                    endpoints: eps,
-                },
-            }],
+            &[build::service("ns", "big")
+                .with_ports(vec![])
+                .with_endpoints(eps)
+                .of("b")],
             "clusterset.local",
             5,
         )
@@ -845,21 +829,12 @@ mod tests {
     #[ignore]
     fn answer_throughput() {
         use crate::model::DesiredService;
-        use crate::model::RemoteService;
         let services: Vec<DesiredService> = (0..1000)
-            .map(|i| DesiredService {
-                remote: "b".into(),
-                service: RemoteService {
-                    namespace: "ns".into(),
-                    name: format!("svc{i}"),
-                    cluster_ips: vec![format!("10.101.{}.{}", i / 250, i % 250 + 1)
-                        .parse()
-                        .unwrap()],
-                    headless: false,
-                    ports: vec![],
-                    affinity_timeout: None,
-                    endpoints: vec![],
-                },
+            .map(|i| {
+                build::service("ns", &format!("svc{i}"))
+                    .with_ips(&[&format!("10.101.{}.{}", i / 250, i % 250 + 1)])
+                    .with_ports(vec![])
+                    .of("b")
             })
             .collect();
         let h = DnsHandle::new(Zones::build(&services, "clusterset.local", 5));

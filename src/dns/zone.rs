@@ -452,6 +452,32 @@ fn normalize(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// The SRV records of one (port name, protocol) of a view, without duplicates.
+#[derive(Default)]
+struct Srv {
+    records: Vec<Rdata>,
+    seen: HashSet<(u16, Box<str>)>,
+}
+
+/// The addresses of a view's name: ClusterIPs, or ready endpoints when headless; each once.
+fn view_ips(members: &[(Option<&str>, &RemoteService)]) -> Vec<IpAddr> {
+    let mut seen = HashSet::new();
+    let mut ips = Vec::new();
+    for (_, svc) in members {
+        if svc.headless {
+            ips.extend(ready_ips(svc).map(|e| e.ip).filter(|ip| seen.insert(*ip)));
+        } else {
+            ips.extend(
+                svc.cluster_ips
+                    .iter()
+                    .copied()
+                    .filter(|ip| seen.insert(*ip)),
+            );
+        }
+    }
+    ips
+}
+
 fn service_base(svc: &RemoteService, origin: &str) -> String {
     format!("{}.{}.svc.{origin}", svc.name, svc.namespace).to_ascii_lowercase()
 }
@@ -587,28 +613,9 @@ impl Builder {
             return;
         }
         // A/AAAA of the service name: ClusterIPs, or ready endpoints when headless.
-        let mut seen = HashSet::new();
-        let mut ips = Vec::new();
-        for (_, svc) in members {
-            if svc.headless {
-                ips.extend(ready_ips(svc).map(|e| e.ip).filter(|ip| seen.insert(*ip)));
-            } else {
-                ips.extend(
-                    svc.cluster_ips
-                        .iter()
-                        .copied()
-                        .filter(|ip| seen.insert(*ip)),
-                );
-            }
-        }
-        self.add_ips(z, base, &ips);
+        self.add_ips(z, base, &view_ips(members));
 
         // SRV per (port name, protocol); the targets' addresses are the additionals.
-        #[derive(Default)]
-        struct Srv {
-            records: Vec<Rdata>,
-            seen: HashSet<(u16, Box<str>)>,
-        }
         let mut srvs: BTreeMap<(String, &'static str), Srv> = BTreeMap::new();
         for (remote, svc) in members {
             let mut endpoints = Vec::new();
@@ -656,6 +663,11 @@ impl Builder {
                 }
             }
         }
+        self.add_srv_nodes(z, base, srvs);
+    }
+
+    /// One `_<port>._<proto>.<base>` node per SRV set.
+    fn add_srv_nodes(&mut self, z: u32, base: &str, srvs: BTreeMap<(String, &'static str), Srv>) {
         for ((port, proto), Srv { records, .. }) in srvs {
             let text = format!("_{port}._{proto}.{base}");
             if fqdn(&text).is_none() {
@@ -707,8 +719,7 @@ mod tests {
     }
 
     use super::*;
-    use crate::model::{Endpoint, EndpointPort, Protocol, ServicePort};
-    use std::sync::Arc;
+    use crate::model::{build, Endpoint, Protocol};
 
     #[test]
     fn stale_remote_zone_is_servfail_and_left_out_of_clusterset() {
@@ -762,44 +773,21 @@ mod tests {
     }
 
     fn ep(ip: &str, ready: bool, port: u16) -> Endpoint {
-        Endpoint {
-            ip: ip.parse().unwrap(),
-            node_name: None,
-            ready,
-            serving: ready,
-            terminating: false,
-            ports: Arc::from(vec![EndpointPort {
-                name: "http".into(),
-                port,
-                protocol: Protocol::Tcp,
-            }]),
+        let e = build::endpoint(ip).with_port("http", port, Protocol::Tcp);
+        if ready {
+            e
+        } else {
+            e.not_ready()
         }
     }
 
+    /// `ns/name` of `remote` with ports http 80/TCP and dns 53/UDP.
     fn svc(remote: &str, ns: &str, name: &str, ips: &[&str], eps: Vec<Endpoint>) -> DesiredService {
-        DesiredService {
-            remote: remote.into(),
-            service: RemoteService {
-                namespace: ns.into(),
-                name: name.into(),
-                cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
-                headless: ips.is_empty(),
-                ports: vec![
-                    ServicePort {
-                        name: "http".into(),
-                        port: 80,
-                        protocol: Protocol::Tcp,
-                    },
-                    ServicePort {
-                        name: "dns".into(),
-                        port: 53,
-                        protocol: Protocol::Udp,
-                    },
-                ],
-                affinity_timeout: None,
-                endpoints: eps,
-            },
-        }
+        build::service(ns, name)
+            .with_ips(ips)
+            .with_port("dns", 53, Protocol::Udp)
+            .with_endpoints(eps)
+            .of(remote)
     }
 
     fn zones() -> Zones {

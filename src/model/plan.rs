@@ -60,18 +60,7 @@ pub fn plan_with(cfg: &Config, snapshots: &Snapshots, owners: &KeyOwners) -> Des
     let keepalive = Some(cfg.tunnel.persistent_keepalive).filter(|&s| s != 0);
     let mut desired = Desired::default();
     let all_cidrs: Vec<IpNetwork> = cfg.all_cidrs().copied().collect();
-    // public key -> the remotes whose snapshots claim it
-    let mut claims: HashMap<[u8; 32], Vec<&str>> = HashMap::new();
-    for remote in &cfg.remotes {
-        if let Some(snap) = snapshots.get(&remote.name) {
-            for n in &snap.nodes {
-                let c = claims.entry(n.public_key).or_default();
-                if !c.contains(&remote.name.as_str()) {
-                    c.push(&remote.name);
-                }
-            }
-        }
-    }
+    let claims = key_claims(cfg, snapshots);
     // public key -> who took it in this plan (within one remote, the first node)
     let mut claimed: HashMap<[u8; 32], String> = HashMap::new();
 
@@ -127,23 +116,53 @@ pub fn plan_with(cfg: &Config, snapshots: &Snapshots, owners: &KeyOwners) -> Des
                 Err(reason) => reject(object, reason),
             }
         }
-        for s in &snap.services {
-            let object = format!("service {}", s.key());
-            match confine_service(remote, s) {
-                Ok((service, dropped)) => {
-                    for (ip, why) in dropped {
-                        reject(format!("endpoint {ip} of {object}"), why);
-                    }
-                    desired.services.push(DesiredService {
-                        remote: remote.name.clone(),
-                        service,
-                    });
+        plan_services(remote, snap, &mut desired);
+    }
+    desired
+}
+
+/// Public key -> the remotes whose snapshots claim it.
+fn key_claims<'a>(cfg: &'a Config, snapshots: &Snapshots) -> HashMap<[u8; 32], Vec<&'a str>> {
+    let mut claims: HashMap<[u8; 32], Vec<&str>> = HashMap::new();
+    for remote in &cfg.remotes {
+        if let Some(snap) = snapshots.get(&remote.name) {
+            for n in &snap.nodes {
+                let c = claims.entry(n.public_key).or_default();
+                if !c.contains(&remote.name.as_str()) {
+                    c.push(&remote.name);
                 }
-                Err(reason) => reject(object, reason),
             }
         }
     }
-    desired
+    claims
+}
+
+/// The remote's services, confined (a service outside the remote's ranges, or an endpoint,
+/// becomes a rejection).
+fn plan_services(remote: &RemoteConfig, snap: &RemoteSnapshot, desired: &mut Desired) {
+    for s in &snap.services {
+        let object = format!("service {}", s.key());
+        match confine_service(remote, s) {
+            Ok((service, dropped)) => {
+                for (ip, why) in dropped {
+                    desired.rejected.push(Rejected {
+                        remote: remote.name.clone(),
+                        object: format!("endpoint {ip} of {object}"),
+                        reason: why,
+                    });
+                }
+                desired.services.push(DesiredService {
+                    remote: remote.name.clone(),
+                    service,
+                });
+            }
+            Err(reason) => desired.rejected.push(Rejected {
+                remote: remote.name.clone(),
+                object,
+                reason,
+            }),
+        }
+    }
 }
 
 /// The key owners of a plan's result, for the next plan.

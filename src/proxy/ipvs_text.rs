@@ -185,39 +185,44 @@ fn render(
         let mut dests: Vec<&Destination> = dests.iter().collect();
         glibc_msort(&mut dests, &|a, b| cmp_dests(a, b));
         for d in dests {
-            let mut dname = addr_port(&d.addr);
-            if !d.addr.is_ipv6() {
-                dname.truncate(28);
-            }
-            match format {
-                Format::List => {
-                    let _ = writeln!(
-                        out,
-                        "  -> {dname:<28} {:<7} {:<6} {:<10} {:<10}",
-                        fwd_name(d.forward),
-                        d.weight as i32,
-                        d.active_conns,
-                        d.inactive_conns
-                    );
-                }
-                Format::Stats => {
-                    let _ = write!(out, "  -> {dname:<28}");
-                    let s = d.stats.unwrap_or_default();
-                    // libipvs reads these three (and the rates) of a destination's STATS64
-                    // with nla_get_u32.
-                    let s = Stats {
-                        conns: s.conns & 0xffff_ffff,
-                        inpkts: s.inpkts & 0xffff_ffff,
-                        outpkts: s.outpkts & 0xffff_ffff,
-                        ..s
-                    };
-                    stats_fields(&mut out, &s);
-                    out.push('\n');
-                }
-            }
+            destination_line(&mut out, d, format);
         }
     }
     out
+}
+
+/// One `  -> ` line of a real server.
+fn destination_line(out: &mut String, d: &Destination, format: Format) {
+    let mut dname = addr_port(&d.addr);
+    if !d.addr.is_ipv6() {
+        dname.truncate(28);
+    }
+    match format {
+        Format::List => {
+            let _ = writeln!(
+                out,
+                "  -> {dname:<28} {:<7} {:<6} {:<10} {:<10}",
+                fwd_name(d.forward),
+                d.weight as i32,
+                d.active_conns,
+                d.inactive_conns
+            );
+        }
+        Format::Stats => {
+            let _ = write!(out, "  -> {dname:<28}");
+            let s = d.stats.unwrap_or_default();
+            // libipvs reads these three (and the rates) of a destination's STATS64 with
+            // nla_get_u32.
+            let s = Stats {
+                conns: s.conns & 0xffff_ffff,
+                inpkts: s.inpkts & 0xffff_ffff,
+                outpkts: s.outpkts & 0xffff_ffff,
+                ..s
+            };
+            stats_fields(out, &s);
+            out.push('\n');
+        }
+    }
 }
 
 /// `svc_name` of `print_service_entry` (numeric, not in rule format).

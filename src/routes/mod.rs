@@ -132,6 +132,41 @@ struct Dumped {
     oif: Option<u32>,
 }
 
+/// Which of our dumped routes are right (one per destination: desired, through device `oif`,
+/// with the right source, unicast, no gateway) and which are stale.
+fn partition(
+    dumped: Vec<Dumped>,
+    desired: &BTreeSet<IpNetwork>,
+    oif: u32,
+    src_for: &dyn Fn(&IpNetwork) -> Option<IpAddr>,
+) -> (BTreeSet<IpNetwork>, Vec<Dumped>) {
+    let is_good = |d: &Dumped, kept: &BTreeSet<IpNetwork>| {
+        desired.contains(&d.route.destination)
+            && !kept.contains(&d.route.destination)
+            && d.oif == Some(oif)
+            && d.route.source == src_for(&d.route.destination)
+            && d.msg.header.kind == RouteType::Unicast
+            && !d.msg.attributes.iter().any(|a| {
+                matches!(
+                    a,
+                    RouteAttribute::Gateway(_)
+                        | RouteAttribute::Via(_)
+                        | RouteAttribute::MultiPath(_)
+                )
+            })
+    };
+    let mut kept = BTreeSet::new();
+    let mut stale = Vec::new();
+    for d in dumped {
+        if is_good(&d, &kept) {
+            kept.insert(d.route.destination);
+        } else {
+            stale.push(d);
+        }
+    }
+    (kept, stale)
+}
+
 pub struct Routes {
     handle: rtnetlink::Handle,
     protocol: u8,
@@ -208,35 +243,7 @@ impl Routes {
             }
         }
 
-        // Which of ours are right (one per destination) and which are stale.
-        let is_good = |d: &Dumped, kept: &BTreeSet<IpNetwork>| {
-            desired.contains(&d.route.destination)
-                && !kept.contains(&d.route.destination)
-                && d.oif == Some(dev.index)
-                && d.route.source == src_for(&d.route.destination)
-                && d.msg.header.kind == RouteType::Unicast
-                && !d.msg.attributes.iter().any(|a| {
-                    matches!(
-                        a,
-                        RouteAttribute::Gateway(_)
-                            | RouteAttribute::Via(_)
-                            | RouteAttribute::MultiPath(_)
-                    )
-                })
-        };
-        let partition = |dumped: Vec<Dumped>| {
-            let mut kept = BTreeSet::new();
-            let mut stale = Vec::new();
-            for d in dumped {
-                if is_good(&d, &kept) {
-                    kept.insert(d.route.destination);
-                } else {
-                    stale.push(d);
-                }
-            }
-            (kept, stale)
-        };
-
+        let partition = |dumped| partition(dumped, &desired, dev.index, &src_for);
         let mut changes = RouteChanges::default();
         let mut failures = Vec::new();
         let (mut kept, stale) = partition(self.dump_ours().await?);

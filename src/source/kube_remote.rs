@@ -136,6 +136,11 @@ impl KubeRemote {
 
     /// Watches with `client` until the kubeconfig file changes and a client can be built from
     /// the new one (returned), or the streams end (None).
+    ///
+    /// Longer than our usual functions on purpose: one select loop over the three watchers, the
+    /// debounce, the kubeconfig re-read and the staleness probe, which all share the store, the
+    /// health, the watchers' failures and the debounce state; split, each arm would take all of
+    /// them as arguments and the loop's order would be harder to see.
     async fn watch(
         &self,
         (client, mut fp): (Client, Option<u64>),

@@ -138,18 +138,10 @@ impl Netns {
     }
 }
 
-/// Moves the calling thread into the network namespace at `path` and checks it worked, so a
-/// test never changes the host's own namespace by mistake.
+/// Moves the calling thread into the network namespace at `path` (see
+/// [`sdn_lab::netns::enter`]); panics when it cannot.
 pub fn enter(path: &std::path::Path) {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::MetadataExt;
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path:?}: {e}"));
-    // SAFETY: a valid fd for a netns file; only the calling thread's namespace changes.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {path:?}: {}", std::io::Error::last_os_error());
-    let want = std::fs::metadata(path).unwrap().ino();
-    let have = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
-    assert_eq!(want, have, "setns did not move this thread into {path:?}");
+    sdn_lab::netns::enter(path).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 impl Drop for Netns {

@@ -12,7 +12,9 @@ use std::time::Duration;
 use super::bins::KubeBins;
 use super::kubectl::Kubectl;
 use super::util::{path_str, write};
+use crate::agent_config::{kube_remote, AgentConfig};
 use crate::topology::{ClusterSpec, Topology};
+use serde_json::json;
 
 /// The agent image the lab builds and imports (scripts/lab-images.sh).
 pub const AGENT_IMAGE_NAME: &str = "localhost/sdn-tunnel";
@@ -22,27 +24,33 @@ pub const TUNNEL_PORT: u16 = 51830;
 
 /// The agent config of cluster `c` in a lab of `topo` (what the ConfigMap carries).
 pub fn agent_config(topo: &Topology, c: &ClusterSpec, proxy_backend: &str) -> String {
-    let mut y = format!(
-        "cluster:\n  name: {}\n  podCIDRs: [{}]\n  serviceCIDRs: [{}]\n\
-         node:\n  advertise: always\n\
-         tunnel:\n  privateKeyFile: /var/lib/sdn-tunnel/private.key\n  endpoint: nodeInternalIP\n  \
-         listenPort: {TUNNEL_PORT}\n  mtu: 1420\n  persistentKeepalive: 5\n  runDir: /run\n\
-         proxy:\n  backend: {proxy_backend}\n\
-         remotes:\n",
-        c.name, c.pod_cidr, c.service_cidr
-    );
+    let mut cfg = AgentConfig::new(
+        json!({"name": c.name, "podCIDRs": [c.pod_cidr.to_string()],
+               "serviceCIDRs": [c.service_cidr.to_string()]}),
+        json!({"advertise": "always"}),
+        json!({
+            "privateKeyFile": "/var/lib/sdn-tunnel/private.key",
+            "endpoint": "nodeInternalIP",
+            "listenPort": TUNNEL_PORT,
+            "mtu": 1420,
+            "persistentKeepalive": 5,
+            "runDir": "/run",
+        }),
+    )
+    .set("proxy", json!({ "backend": proxy_backend }));
     for rc in topo
         .clusters
         .iter()
         .filter(|rc| rc.name != c.name && !rc.foreign)
     {
-        y += &format!(
-            "  - name: {0}\n    podCIDRs: [{1}]\n    serviceCIDRs: [{2}]\n    \
-             kubeconfig: /etc/sdn-tunnel/remotes/{0}\n",
-            rc.name, rc.pod_cidr, rc.service_cidr
-        );
+        cfg = cfg.add_remote(kube_remote(
+            &rc.name,
+            &rc.pod_cidr.to_string(),
+            &rc.service_cidr.to_string(),
+            &format!("/etc/sdn-tunnel/remotes/{}", rc.name),
+        ));
     }
-    y
+    cfg.render()
 }
 
 /// Writes the lab overlay of cluster `c` into `dir`: deploy/base, the lab's image, this
@@ -179,9 +187,20 @@ mod tests {
     fn config_lists_the_other_clusters_only() {
         let topo = Topology::plan("sl0001", 3, 1, 0, false).unwrap();
         let y = agent_config(&topo, &topo.clusters[1], "nftables");
-        assert!(y.contains("name: west"));
-        assert!(y.contains("kubeconfig: /etc/sdn-tunnel/remotes/east"));
-        assert!(y.contains("kubeconfig: /etc/sdn-tunnel/remotes/south"));
-        assert!(!y.contains("remotes/west"));
+        let v: serde_json::Value = serde_json::from_str(&y).unwrap();
+        assert_eq!(v["cluster"]["name"], "west");
+        let kubeconfigs: Vec<&str> = v["remotes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["kubeconfig"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kubeconfigs,
+            [
+                "/etc/sdn-tunnel/remotes/east",
+                "/etc/sdn-tunnel/remotes/south"
+            ]
+        );
     }
 }

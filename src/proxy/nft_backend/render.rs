@@ -135,40 +135,58 @@ pub fn render_update(table: &str, services: &[VirtualService], existing: &Existi
         return render(table, services);
     }
     let plan = plan(services);
+    let diff = Diff::new(existing, &plan);
     let mut s = String::with_capacity(4096);
     let _ = writeln!(s, "table inet {table} {{}}");
+    render_removals(&mut s, table, existing, &plan, &diff);
+    render_additions(&mut s, table, &plan, &diff);
+    s
+}
 
-    // Services in the kernel (by id) and which of them stay as they are.
-    let mut have: HashMap<&str, &str> = HashMap::new();
-    for c in &existing.chains {
-        if let Some((id, _hash)) = c.strip_prefix("svc-").and_then(|r| r.rsplit_once('-')) {
-            have.insert(id, c.as_str());
+/// Services in the kernel (by id) and in the plan, and which of them stay as they are.
+struct Diff<'a> {
+    have: HashMap<&'a str, &'a str>,
+    want: HashMap<&'a str, &'a Svc<'a>>,
+}
+
+impl<'a> Diff<'a> {
+    fn new(existing: &'a Existing, plan: &'a Plan<'a>) -> Diff<'a> {
+        let mut have: HashMap<&str, &str> = HashMap::new();
+        for c in &existing.chains {
+            if let Some((id, _hash)) = c.strip_prefix("svc-").and_then(|r| r.rsplit_once('-')) {
+                have.insert(id, c.as_str());
+            }
         }
+        let want = plan
+            .services
+            .iter()
+            .filter(|svc| svc.chain.is_some())
+            .map(|svc| (svc.id.as_str(), svc))
+            .collect();
+        Diff { have, want }
     }
-    let want: HashMap<&str, &Svc> = plan
-        .services
-        .iter()
-        .filter(|svc| svc.chain.is_some())
-        .map(|svc| (svc.id.as_str(), svc))
-        .collect();
-    let unchanged = |id: &str| -> bool {
-        match (have.get(id), want.get(id)) {
+
+    fn unchanged(&self, id: &str) -> bool {
+        match (self.have.get(id), self.want.get(id)) {
             (Some(h), Some(w)) => Some(*h) == w.chain.as_deref(),
             _ => false,
         }
-    };
+    }
+}
 
-    // 1. Map elements pointing at chains that go away, then those chains.
+/// Step 1: map elements pointing at chains that go away, then those chains, sets and maps;
+/// the fixed chains and endpoint chains of changed services are flushed for refilling.
+fn render_removals(s: &mut String, table: &str, existing: &Existing, plan: &Plan, diff: &Diff) {
     for (map, v6) in [(SERVICE_IPS4, false), (SERVICE_IPS6, true)] {
-        let keys: Vec<String> = have
+        let mut keys: Vec<String> = diff
+            .have
             .keys()
-            .filter(|id| !unchanged(id))
+            .filter(|id| !diff.unchanged(id))
             .filter_map(|id| map_key_of_id(id))
             .filter(|(key_v6, _)| *key_v6 == v6)
             .map(|(_, key)| key)
             .collect();
         if !keys.is_empty() {
-            let mut keys = keys;
             keys.sort();
             let _ = writeln!(
                 s,
@@ -186,7 +204,7 @@ pub fn render_update(table: &str, services: &[VirtualService], existing: &Existi
     let mut keep_chains: HashSet<&str> = FIXED_CHAINS.iter().copied().collect();
     let mut wanted_ep = HashSet::new();
     let mut wanted_sets = HashSet::new();
-    for svc in want.values() {
+    for svc in diff.want.values() {
         keep_chains.insert(svc.chain.as_deref().unwrap_or_default());
         if svc.vs.affinity_timeout.is_some() {
             for b in &svc.active {
@@ -210,7 +228,7 @@ pub fn render_update(table: &str, services: &[VirtualService], existing: &Existi
     // Endpoint chains of changed services that stay: refilled below.
     // (In plan order, so that the script is a deterministic function of its inputs.)
     for svc in plan.services.iter().filter(|svc| svc.chain.is_some()) {
-        if svc.vs.affinity_timeout.is_some() && !unchanged(&svc.id) {
+        if svc.vs.affinity_timeout.is_some() && !diff.unchanged(&svc.id) {
             for b in &svc.active {
                 let ep = ep_chain(svc, b);
                 if existing.chains.contains(&ep) {
@@ -229,27 +247,28 @@ pub fn render_update(table: &str, services: &[VirtualService], existing: &Existi
             let _ = writeln!(s, "delete map inet {table} {m}");
         }
     }
+}
 
-    // 2. New contents: fixed chains, changed and new services.
+/// Step 2: new contents: fixed chains, changed and new services, map elements.
+fn render_additions(s: &mut String, table: &str, plan: &Plan, diff: &Diff) {
     let _ = writeln!(s, "table inet {table} {{");
-    fixed_chains(&mut s);
+    fixed_chains(s);
     for svc in &plan.services {
-        if svc.chain.is_some() && !unchanged(&svc.id) {
-            service_objects(&mut s, svc);
+        if svc.chain.is_some() && !diff.unchanged(&svc.id) {
+            service_objects(s, svc);
         }
     }
     s.push_str("}\n");
     for name in MAPS {
         let elements = if name.starts_with("service-ips") {
-            map_elements(&plan, name, |svc| !unchanged(&svc.id))
+            map_elements(plan, name, |svc| !diff.unchanged(&svc.id))
         } else {
-            map_elements(&plan, name, |_| true)
+            map_elements(plan, name, |_| true)
         };
         if !elements.is_empty() {
             let _ = write!(s, "add element inet {table} {name} {{\n{elements}}}\n");
         }
     }
-    s
 }
 
 /// A name we can put into an nft identifier position (as our own names are); anything else

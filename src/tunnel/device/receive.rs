@@ -105,58 +105,108 @@ impl Device {
         plain: &mut [u8],
         out: &mut SendBatch,
     ) {
-        let c = &self.counters;
         let packet = match Tunn::parse_incoming_packet(dgram) {
             Ok(p) => p,
-            Err(_) => return Counters::inc(&c.dropped_bad_packet),
+            Err(_) => return Counters::inc(&self.counters.dropped_bad_packet),
         };
-        // Handshake messages: the cheap MAC check and load shedding, once, before any DH.
-        if matches!(
+        let handshake = matches!(
             packet,
             Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
-        ) {
-            let mut cookie = [0u8; 64];
-            match self.identity.load().rate_limiter.verify_packet(
-                Some(src.ip()),
-                dgram,
-                &mut cookie,
-            ) {
-                Ok(_) => {}
-                Err(TunnResult::WriteToNetwork(reply)) => {
-                    Counters::inc(&c.dropped_rate_limited);
-                    let len = reply.len();
-                    out.slot()[..len].copy_from_slice(reply);
-                    out.push(len, self.udp.sockaddr(src));
-                    return;
-                }
-                Err(TunnResult::Err(WireGuardError::UnderLoad)) => {
-                    return Counters::inc(&c.dropped_rate_limited)
-                }
-                Err(_) => return Counters::inc(&c.dropped_bad_packet),
+        );
+        // Handshake messages: the cheap MAC check and load shedding, once, before any DH.
+        if handshake && !self.admit_handshake(src, dgram, out) {
+            return;
+        }
+        let Some(peer) = self.peer_of(peers, &packet) else {
+            return;
+        };
+        if !self.decapsulate(peers, peer, src, dgram, plain, out) {
+            return;
+        }
+        if handshake {
+            peer.handshake_completed();
+            Counters::inc(&self.counters.handshakes_completed);
+        }
+        // Authenticated: the peer's endpoint follows it (roaming).
+        if peer.set_endpoint(src) {
+            tracing::info!(peer = %peer.label(), endpoint = %src, "peer endpoint changed");
+        }
+    }
+
+    /// The device's rate limiter (MAC1; under load a cookie reply instead of the message):
+    /// false when the message goes no further.
+    fn admit_handshake(&self, src: SocketAddr, dgram: &[u8], out: &mut SendBatch) -> bool {
+        let c = &self.counters;
+        let mut cookie = [0u8; 64];
+        match self
+            .identity
+            .load()
+            .rate_limiter
+            .verify_packet(Some(src.ip()), dgram, &mut cookie)
+        {
+            Ok(_) => true,
+            Err(TunnResult::WriteToNetwork(reply)) => {
+                Counters::inc(&c.dropped_rate_limited);
+                let len = reply.len();
+                out.slot()[..len].copy_from_slice(reply);
+                out.push(len, self.udp.sockaddr(src));
+                false
+            }
+            Err(TunnResult::Err(WireGuardError::UnderLoad)) => {
+                Counters::inc(&c.dropped_rate_limited);
+                false
+            }
+            Err(_) => {
+                Counters::inc(&c.dropped_bad_packet);
+                false
             }
         }
-        let msg_type = dgram[0];
-        let peer = match &packet {
+    }
+
+    /// The peer a message is for: an initiation names its sender's static key (after one DH),
+    /// the other messages our session index. Counts what has none.
+    fn peer_of<'p>(&self, peers: &'p PeerSet, packet: &Packet) -> Option<&'p Arc<Peer>> {
+        let c = &self.counters;
+        let peer = match packet {
             Packet::HandshakeInit(init) => {
                 let id = self.identity.load();
                 match parse_handshake_anon(&id.private, &id.public, init) {
                     Ok(half) => peers.by_key(&half.peer_static_public),
-                    Err(_) => return Counters::inc(&c.dropped_bad_packet),
+                    Err(_) => {
+                        Counters::inc(&c.dropped_bad_packet);
+                        return None;
+                    }
                 }
             }
             Packet::HandshakeResponse(p) => peers.by_session_index(p.receiver_idx),
             Packet::PacketCookieReply(p) => peers.by_session_index(p.receiver_idx),
             Packet::PacketData(p) => peers.by_session_index(p.receiver_idx),
         };
-        let Some(peer) = peer else {
-            return Counters::inc(&c.dropped_unknown_peer);
-        };
+        if peer.is_none() {
+            Counters::inc(&c.dropped_unknown_peer);
+        }
+        peer
+    }
+
+    /// Runs the message through the peer's session: replies and released packets go to `out`,
+    /// data to the device. True when the message proved the peer's key.
+    fn decapsulate(
+        &self,
+        peers: &PeerSet,
+        peer: &Arc<Peer>,
+        src: SocketAddr,
+        dgram: &[u8],
+        plain: &mut [u8],
+        out: &mut SendBatch,
+    ) -> bool {
+        let msg_type = dgram[0];
         let mut tunn = peer.tunn();
-        let proven = match tunn.decapsulate(Some(src.ip()), dgram, plain) {
+        match tunn.decapsulate(Some(src.ip()), dgram, plain) {
             TunnResult::Done => authenticated(msg_type, Ok(None)),
             TunnResult::Err(e) => {
                 drop(tunn);
-                return self.count_error(peer, e);
+                self.count_error(peer, e);
+                false
             }
             TunnResult::WriteToNetwork(reply) => {
                 let proven = authenticated(msg_type, Ok(reply.first().copied()));
@@ -183,21 +233,6 @@ impl Device {
                 self.deliver(peers, peer, pkt, IpAddr::V6(addr));
                 authenticated(msg_type, Ok(None))
             }
-        };
-        drop(tunn);
-        if !proven {
-            return;
-        }
-        if matches!(
-            packet,
-            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
-        ) {
-            peer.handshake_completed();
-            Counters::inc(&c.handshakes_completed);
-        }
-        // Authenticated: the peer's endpoint follows it (roaming).
-        if peer.set_endpoint(src) {
-            tracing::info!(peer = %peer.label(), endpoint = %src, "peer endpoint changed");
         }
     }
 
