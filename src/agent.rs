@@ -10,7 +10,8 @@ use crate::config::Config;
 use crate::control;
 use crate::reconcile::{self, Schedule};
 use crate::status_board::{self, Identity, StatusBoard};
-use crate::tunnel::{tun::Tun, uapi, udp::Udp, Device};
+use crate::tunnel::tun::{Offloads, Tun};
+use crate::tunnel::{uapi, udp::Udp, Device};
 use crate::{host, link, routes::Routes};
 use anyhow::{Context, Result};
 use ipnetwork::IpNetwork;
@@ -336,7 +337,15 @@ async fn bring_up_tunnel(cfg: &Config, key: [u8; 32]) -> Result<(Arc<Device>, Ro
     if host::enable_ip_forward(any_ipv6).context("enable IP forwarding")? {
         tracing::info!("enabled IP forwarding (needed to forward pod traffic into the tunnel)");
     }
-    let tun = Tun::create(&t.device).context("create the tunnel device")?;
+    let (tun, offloads) = Tun::create(&t.device, t.offloads).context("create the tunnel device")?;
+    match offloads {
+        Offloads::On => tracing::info!(device = %t.device, "TUN offloads on (TSO, checksum)"),
+        Offloads::Refused(why) => tracing::warn!(device = %t.device, reason = %why,
+            "TUN offloads refused by the kernel; packets are read one by one (slower, correct)"),
+        Offloads::Off => {
+            tracing::info!(device = %t.device, "TUN offloads off (tunnel.offloads: false)")
+        }
+    }
     let routes = Routes::new(t.route_protocol).context("open rtnetlink")?;
     // Before the link goes up, so no router solicitation or MLD report is ever sent into it.
     if !any_ipv6 {

@@ -289,6 +289,9 @@ pub struct TunnelConfig {
     /// Advertised endpoint: nodeInternalIP (default), nodeExternalIP, an IP, or address:port.
     #[serde(default)]
     pub endpoint: EndpointPolicy,
+    /// TUN offloads (TSO and checksum offload through virtio-net headers); on by default.
+    #[serde(default = "default_true")]
+    pub offloads: bool,
 }
 
 impl Default for TunnelConfig {
@@ -303,6 +306,7 @@ impl Default for TunnelConfig {
             udp_buffer_bytes: default_udp_buffer_bytes(),
             run_dir: default_run_dir(),
             endpoint: EndpointPolicy::default(),
+            offloads: true,
         }
     }
 }

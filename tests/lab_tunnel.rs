@@ -393,3 +393,83 @@ fn mss_clamping_keeps_mtu_1500_pods_working_without_icmp() {
     let table = nft_tables(&lab, "a1");
     assert!(table.contains("sdn_tunnel"), "{table}");
 }
+
+/// The TCP counters of `node`'s agent: (super-packets, segments, bad packets).
+fn tso_counters(lab: &Lab, node: &str) -> (u64, u64, u64) {
+    let c = &status_json(lab, node)["agent"]["counters"];
+    let n = |k: &str| {
+        c[k].as_u64()
+            .unwrap_or_else(|| panic!("{node}: no counter {k}: {c}"))
+    };
+    (
+        n("tsoSuperpackets"),
+        n("tsoSegments"),
+        n("droppedBadPacket"),
+    )
+}
+
+#[test]
+fn tso_super_packets_are_cut_and_arrive_intact_with_offloads_on_and_off() {
+    if !common::require_root() {
+        return;
+    }
+    let _g = guard();
+    let lab = lab(LabOptions::default());
+    let transfer_both_ways = |port: u16| {
+        for (from, to, port) in [("a1", "b1", port), ("b1", "a1", port + 1)] {
+            tcp_transfer(
+                &lab.pod_ns(from, 0),
+                &lab.pod_ns(to, 0),
+                IpAddr::V4(lab.pod_ip(to, 0)),
+                port,
+                32 * MIB,
+            )
+            .unwrap_or_else(|e| panic!("{from} -> {to}: {e:#}\n{}", logs(&lab)));
+        }
+    };
+
+    // Offloads on (the default) on both nodes: the senders read super-packets and cut them.
+    transfer_both_ways(7500);
+    for node in ["a1", "b1"] {
+        let (supers, segments, bad) = tso_counters(&lab, node);
+        assert!(
+            supers > 0,
+            "{node} read no TSO super-packet\n{}",
+            logs(&lab)
+        );
+        assert!(
+            segments > supers,
+            "{node}: {segments} segments of {supers} super-packets"
+        );
+        assert_eq!(bad, 0, "{node} dropped packets as bad");
+    }
+    assert!(
+        lab.agent_log("a1").contains("TUN offloads on"),
+        "{}",
+        logs(&lab)
+    );
+
+    // b1 restarts with offloads off on the same persistent device: it must switch the
+    // device's offloads off (else it would read super-packets without knowing), and both
+    // directions keep working against a1 with offloads on.
+    let cfg = lab
+        .agent_config("b1")
+        .set_field("tunnel", "offloads", serde_json::json!(false));
+    lab.write_agent_config("b1", &cfg).unwrap();
+    lab.restart_agent("b1").unwrap();
+    lab.wait_connected(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+    let a1_before = tso_counters(&lab, "a1").0;
+    transfer_both_ways(7510);
+    let (supers, segments, bad) = tso_counters(&lab, "b1");
+    assert_eq!((supers, segments, bad), (0, 0, 0), "b1 with offloads off");
+    assert!(
+        tso_counters(&lab, "a1").0 > a1_before,
+        "a1 kept its offloads"
+    );
+    assert!(
+        lab.agent_log("b1").contains("TUN offloads off"),
+        "{}",
+        logs(&lab)
+    );
+}

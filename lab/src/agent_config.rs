@@ -37,6 +37,19 @@ impl AgentConfig {
         self
     }
 
+    /// Sets one field of a section (creating the section), e.g. `tunnel.offloads`.
+    pub fn set_field(mut self, section: &str, key: &str, value: Value) -> Self {
+        let entry = self
+            .doc
+            .entry(section.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        entry[key] = value;
+        self
+    }
+
     /// Sets every top-level section of `sections` (an object; `null` sets nothing).
     pub fn set_all(mut self, sections: Value) -> Self {
         if let Value::Object(m) = sections {
@@ -87,6 +100,7 @@ mod tests {
         .set("proxy", json!({"backend": "nftables"}))
         .set_all(json!({"http": {"readyTimeoutSeconds": 10}}))
         .set_all(Value::Null)
+        .set_field("tunnel", "offloads", json!(false))
         .add_remote(kube_remote("west", "10.132.0.0/14", "172.31.0.0/16", "/k"))
         .render();
         assert!(text.starts_with("# lab x\n{"), "{text}");
@@ -95,5 +109,6 @@ mod tests {
         assert_eq!(v["http"]["readyTimeoutSeconds"], 10);
         assert_eq!(v["remotes"][0]["kubeconfig"], "/k");
         assert_eq!(v["cluster"]["podCIDRs"][0], "10.128.0.0/14");
+        assert_eq!(v["tunnel"], json!({"device": "sdn0", "offloads": false}));
     }
 }

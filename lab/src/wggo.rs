@@ -1,12 +1,16 @@
 //! Debian's wireguard-go as a foreign WireGuard node (interop) or a benchmark baseline,
-//! configured with the standard `wg` tool and `ip` routes.
+//! configured with the standard `wg` tool and `ip` routes. The benchmark's other userspace
+//! references (a current wireguard-go, boringtun-cli) are started the same way: each takes
+//! the device name, creates the TUN device and a UAPI socket in [`WG_RUN_DIR`], and is
+//! configured with `wg set` ([`Daemon`], [`start_daemon`]).
 
 use crate::netns::{command, exec_ok, ip, wait_for};
 use anyhow::{bail, Context, Result};
+use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::{Child, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Directory where wireguard-go (and our agent, with runDir /var/run) put UAPI sockets.
@@ -38,10 +42,80 @@ pub struct WgGoConfig<'a> {
     pub log_file: &'a Path,
 }
 
-/// Starts `wireguard-go` in the foreground inside `cfg.ns`, waits for its UAPI socket,
-/// configures it with `wg set`, sets MTU, brings it up and adds the routes. The returned child
-/// is the wireguard-go process itself (`ip netns exec` execs it).
+/// The userspace WireGuard program that serves a device, and how it is started (always in
+/// the foreground, as root, its output appended to the config's log file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Daemon {
+    /// `<program> <device>` with `WG_PROCESS_FOREGROUND=1` and `LOG_LEVEL=<log_level>`
+    /// (`error`, or `verbose`, which also logs handshakes and e.g. UDP GSO being disabled).
+    WireguardGo {
+        program: PathBuf,
+        log_level: &'static str,
+    },
+    /// `<program> --foreground --disable-drop-privileges [--threads N] <device>`
+    /// (boringtun-cli's default is 4 threads, each with its own TUN queue).
+    BoringtunCli {
+        program: PathBuf,
+        threads: Option<u32>,
+    },
+}
+
+impl Daemon {
+    /// Debian's `wireguard-go` from `PATH`, logging errors only (what [`start`] runs).
+    pub fn debian_wireguard_go() -> Daemon {
+        Daemon::WireguardGo {
+            program: PathBuf::from("wireguard-go"),
+            log_level: "error",
+        }
+    }
+
+    pub fn program(&self) -> &Path {
+        match self {
+            Daemon::WireguardGo { program, .. } | Daemon::BoringtunCli { program, .. } => program,
+        }
+    }
+
+    fn command(&self, ns: &str, device: &str) -> Command {
+        let mut args: Vec<OsString> = vec![self.program().into()];
+        match self {
+            Daemon::WireguardGo { log_level, .. } => {
+                args.push(device.into());
+                let mut cmd = command(ns, &args);
+                cmd.env("WG_PROCESS_FOREGROUND", "1")
+                    .env("LOG_LEVEL", log_level);
+                cmd
+            }
+            Daemon::BoringtunCli { threads, .. } => {
+                args.extend(["--foreground".into(), "--disable-drop-privileges".into()]);
+                if let Some(t) = threads {
+                    args.extend(["--threads".into(), t.to_string().into()]);
+                }
+                args.push(device.into());
+                command(ns, &args)
+            }
+        }
+    }
+
+    fn install_hint(&self) -> &'static str {
+        match self {
+            Daemon::WireguardGo { program, .. } if program == Path::new("wireguard-go") => {
+                " (apt-get install wireguard-go)"
+            }
+            _ => " (scripts/bench-refs.sh builds it)",
+        }
+    }
+}
+
+/// Starts Debian's `wireguard-go` in the foreground inside `cfg.ns`, waits for its UAPI
+/// socket, configures it with `wg set`, sets MTU, brings it up and adds the routes. The
+/// returned child is the wireguard-go process itself (`ip netns exec` execs it).
 pub fn start(cfg: &WgGoConfig<'_>) -> Result<Child> {
+    start_daemon(&Daemon::debian_wireguard_go(), cfg)
+}
+
+/// Like [`start`], with any [`Daemon`].
+pub fn start_daemon(daemon: &Daemon, cfg: &WgGoConfig<'_>) -> Result<Child> {
+    let name = daemon.program().display().to_string();
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -50,15 +124,13 @@ pub fn start(cfg: &WgGoConfig<'_>) -> Result<Child> {
     let sock = Path::new(WG_RUN_DIR).join(format!("{}.sock", cfg.device));
     // A stale socket from a crashed run would make us think it is up already.
     let _ = std::fs::remove_file(&sock);
-    let mut cmd = command(cfg.ns, &["wireguard-go", cfg.device]);
-    cmd.env("WG_PROCESS_FOREGROUND", "1")
-        .env("LOG_LEVEL", "error")
-        .stdout(Stdio::from(log.try_clone()?))
+    let mut cmd = daemon.command(cfg.ns, cfg.device);
+    cmd.stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log));
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd
         .spawn()
-        .context("spawning wireguard-go (apt-get install wireguard-go)")?;
+        .with_context(|| format!("spawning {name}{}", daemon.install_hint()))?;
     let up = wait_for(
         || sock.exists() || matches!(child.try_wait(), Ok(Some(_))),
         Duration::from_secs(10),
@@ -67,7 +139,7 @@ pub fn start(cfg: &WgGoConfig<'_>) -> Result<Child> {
         let _ = child.kill();
         let _ = child.wait();
         bail!(
-            "wireguard-go {} in {} did not create {}; log: {}",
+            "{name} {} in {} did not create {}; log: {}",
             cfg.device,
             cfg.ns,
             sock.display(),

@@ -47,6 +47,10 @@ counters! {
     handshakes_completed,
     rx_datagrams,
     tx_datagrams,
+    /// TCP super-packets read from the device (TSO) and cut into segments by us.
+    tso_superpackets,
+    /// The segments they were cut into.
+    tso_segments,
 }
 
 impl Counters {

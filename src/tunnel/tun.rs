@@ -4,6 +4,12 @@
 //! to it, so traffic for the remote clusters is never sent in plaintext by another route while
 //! the agent is stopped, crashed or restarting (fail closed); the next agent attaches to it.
 //! `sdn-tunnel cleanup` (or an uninstall, see agent::shutdown) deletes it.
+//!
+//! With offloads (`tunnel.offloads`, the default) the device is opened with `IFF_VNET_HDR`
+//! and TSO and checksum offload enabled (`TUNSETOFFLOAD`): a read then yields a virtio-net
+//! header and up to 64 KiB of TCP that the device segments itself (`offload.rs`), and a write
+//! carries a header saying "nothing to do". Without them, offloads are switched off
+//! explicitly: a persistent device may still have them from an earlier agent.
 
 use std::ffi::CStr;
 use std::io;
@@ -11,10 +17,27 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const IFF_VNET_HDR: libc::c_int = 0x4000;
+const TUN_F_CSUM: libc::c_ulong = 0x01;
+const TUN_F_TSO4: libc::c_ulong = 0x02;
+const TUN_F_TSO6: libc::c_ulong = 0x04;
 
 pub struct Tun {
     fd: OwnedFd,
     name: String,
+    /// Reads start with a virtio-net header, writes must (offloads on).
+    vnet_hdr: bool,
+}
+
+/// What offloads the device ended up with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offloads {
+    /// TSO (IPv4, IPv6) and checksum offload.
+    On,
+    /// Asked for but refused by the kernel (the reason); packets come one by one.
+    Refused(String),
+    Off,
 }
 
 #[repr(C)]
@@ -25,14 +48,47 @@ struct IfReq {
 }
 
 impl Tun {
-    /// Creates, or attaches to (after a restart), the persistent TUN device `name`.
-    pub fn create(name: &str) -> io::Result<Tun> {
+    /// Creates, or attaches to (after a restart), the persistent TUN device `name`, with TSO
+    /// and checksum offload when `offloads` (falling back to none where the kernel refuses).
+    pub fn create(name: &str, offloads: bool) -> io::Result<(Tun, Offloads)> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("device name {name:?} must be 1..15 characters"),
             ));
         }
+        // The virtio-net header's fields are little-endian on the hosts we run on; a big-endian
+        // host would need TUNSETVNETLE, so it goes without.
+        let want = offloads && cfg!(target_endian = "little");
+        let tun = match Self::open(name, want) {
+            Err(e) if want && e.raw_os_error() == Some(libc::EINVAL) => {
+                let why = format!("IFF_VNET_HDR refused: {e}");
+                return Ok((
+                    Self::open(name, false)?.without_offloads()?,
+                    Offloads::Refused(why),
+                ));
+            }
+            r => r?,
+        };
+        if !want {
+            let state = if offloads {
+                Offloads::Refused("big-endian host".into())
+            } else {
+                Offloads::Off
+            };
+            return Ok((tun.without_offloads()?, state));
+        }
+        let flags = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        // SAFETY: TUNSETOFFLOAD takes the flags by value.
+        if unsafe { libc::ioctl(tun.fd.as_raw_fd(), TUNSETOFFLOAD as _, flags) } < 0 {
+            let e = io::Error::last_os_error();
+            // The header stays (every packet then comes with GSO type "none"), harmless.
+            return Ok((tun, Offloads::Refused(format!("TUNSETOFFLOAD: {e}"))));
+        }
+        Ok((tun, Offloads::On))
+    }
+
+    fn open(name: &str, vnet_hdr: bool) -> io::Result<Tun> {
         let path = c"/dev/net/tun";
         // SAFETY: plain open(2) of a constant NUL-terminated path.
         let raw = unsafe {
@@ -50,9 +106,13 @@ impl Tun {
         }
         // SAFETY: raw is a fresh fd we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut flags = libc::IFF_TUN | libc::IFF_NO_PI;
+        if vnet_hdr {
+            flags |= IFF_VNET_HDR;
+        }
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+            flags: flags as libc::c_short,
             _pad: [0; 22],
         };
         for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
@@ -78,7 +138,25 @@ impl Tun {
                 format!("TUNSETPERSIST {actual}: {e}"),
             ));
         }
-        Ok(Tun { fd, name: actual })
+        Ok(Tun {
+            fd,
+            name: actual,
+            vnet_hdr,
+        })
+    }
+
+    /// Offloads off: a persistent device keeps the ones an earlier agent enabled, and without a
+    /// virtio-net header a TSO super-packet could not be told from a packet.
+    fn without_offloads(self) -> io::Result<Tun> {
+        // SAFETY: TUNSETOFFLOAD takes the flags by value.
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), TUNSETOFFLOAD as _, 0 as libc::c_ulong) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("TUNSETOFFLOAD 0 on {}: {e}", self.name),
+            ));
+        }
+        Ok(self)
     }
 
     /// A "device" over any packet fd (e.g. one end of a SOCK_DGRAM socketpair): for fuzzing
@@ -88,7 +166,13 @@ impl Tun {
         Tun {
             fd,
             name: name.to_string(),
+            vnet_hdr: false,
         }
+    }
+
+    /// Whether reads start with (and writes need) a virtio-net header.
+    pub fn vnet_hdr(&self) -> bool {
+        self.vnet_hdr
     }
 
     pub fn name(&self) -> &str {
@@ -106,14 +190,34 @@ impl Tun {
         }
     }
 
-    /// Writes one packet.
+    /// Writes one packet (after a header saying "no offload" when the device has headers).
     pub fn write(&self, pkt: &[u8]) -> io::Result<usize> {
-        // SAFETY: pkt is valid for pkt.len() bytes.
-        let n = unsafe { libc::write(self.fd.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
+        if !self.vnet_hdr {
+            // SAFETY: pkt is valid for pkt.len() bytes.
+            let n = unsafe { libc::write(self.fd.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
+            return if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            };
+        }
+        static NO_OFFLOAD: [u8; super::offload::VNET_HDR_LEN] = [0; super::offload::VNET_HDR_LEN];
+        let iov = [
+            libc::iovec {
+                iov_base: NO_OFFLOAD.as_ptr() as *mut libc::c_void,
+                iov_len: NO_OFFLOAD.len(),
+            },
+            libc::iovec {
+                iov_base: pkt.as_ptr() as *mut libc::c_void,
+                iov_len: pkt.len(),
+            },
+        ];
+        // SAFETY: both iovecs point at valid memory that the kernel only reads.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
-            Ok(n as usize)
+            Ok((n as usize).saturating_sub(NO_OFFLOAD.len()))
         }
     }
 }

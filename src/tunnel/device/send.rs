@@ -16,10 +16,13 @@ impl Device {
 
     /// Outbound: inner packets from the TUN device, encrypted to their peer.
     pub(super) fn tun_to_udp(&self) -> io::Result<()> {
-        let mut inbuf = vec![0u8; BUF];
+        let mut inbuf = vec![0u8; BUF + offload::VNET_HDR_LEN];
+        // One segment of a TSO super-packet at a time.
+        let mut segment = vec![0u8; BUF];
         let mut out = SendBatch::new(BATCH, BUF);
         let fd = self.tun.as_raw_fd();
         let beat = &self.beats.tx;
+        let vnet_hdr = self.tun.vnet_hdr();
         while self.wait(fd, libc::POLLIN, beat)? {
             let peers = self.peers.load();
             // Drain the TUN queue in batches; flush each batch with one sendmmsg.
@@ -30,9 +33,31 @@ impl Device {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
-                self.encrypt_one(&peers, &inbuf[..n], &mut out);
-                if out.is_full() {
-                    self.flush(&mut out, beat);
+                if !vnet_hdr {
+                    self.encrypt_one(&peers, &inbuf[..n], &mut out);
+                    if out.is_full() {
+                        self.flush(&mut out, beat);
+                    }
+                    continue;
+                }
+                let split = offload::split(&mut inbuf[..n], &mut segment, |pkt| {
+                    self.encrypt_one(&peers, pkt, &mut out);
+                    if out.is_full() {
+                        self.flush(&mut out, beat);
+                    }
+                });
+                match split {
+                    Ok(0) => {}
+                    Ok(segments) => {
+                        Counters::inc(&self.counters.tso_superpackets);
+                        self.counters
+                            .tso_segments
+                            .fetch_add(segments as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "packet from the device dropped");
+                        Counters::inc(&self.counters.dropped_bad_packet);
+                    }
                 }
             }
             self.flush(&mut out, beat);
