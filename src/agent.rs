@@ -358,12 +358,15 @@ async fn bring_up_tunnel(cfg: &Config, key: [u8; 32]) -> Result<(Arc<Device>, Ro
     let udp = Udp::bind(t.listen_port, t.udp_buffer_bytes)?;
     let device = Device::new(tun, udp, key)?;
     let (rcv, snd) = device.udp_buffer_sizes();
+    let (udp_gso, udp_gro) = device.udp_offloads();
     tracing::info!(
         device = %t.device,
         port = device.listen_port,
         public_key = %crate::keys::encode_key(&device.public_key()),
         udp_rcvbuf = rcv,
         udp_sndbuf = snd,
+        udp_gso,
+        udp_gro,
         "tunnel up"
     );
     Ok((device, routes))

@@ -442,6 +442,16 @@ fn tso_super_packets_are_cut_and_arrive_intact_with_offloads_on_and_off() {
             "{node}: {segments} segments of {supers} super-packets"
         );
         assert_eq!(bad, 0, "{node} dropped packets as bad");
+        // The segments of a super-packet leave as UDP GSO messages and arrive coalesced.
+        let c = &status_json(&lab, node)["agent"]["counters"];
+        assert!(
+            c["udpGsoMessages"].as_u64().unwrap() > 0,
+            "{node}: no UDP GSO: {c}"
+        );
+        assert!(
+            c["udpGroMessages"].as_u64().unwrap() > 0,
+            "{node}: no UDP GRO: {c}"
+        );
     }
     assert!(
         lab.agent_log("a1").contains("TUN offloads on"),

@@ -83,14 +83,16 @@ fn topology_comes_up_and_is_torn_down() {
     assert_eq!(lab.agent_nodes(), ["a1", "a2", "b1", "b2"]);
 
     // Configs and keys are written; keys are 0600.
-    let cfg = std::fs::read_to_string(lab.agent_config_path("a1")).unwrap();
-    assert!(cfg.contains("name: west"), "{cfg}");
-    assert!(cfg.contains(&lab.public_key("b2")), "{cfg}");
-    assert!(cfg.contains("endpoint: \"192.168.77.22:51820\""), "{cfg}");
-    assert!(
-        cfg.contains(&format!("device: {}", lab.device("a1"))),
-        "{cfg}"
-    );
+    let text = std::fs::read_to_string(lab.agent_config_path("a1")).unwrap();
+    let (comment, body) = text.split_once('\n').unwrap();
+    assert!(comment.starts_with("# sdn-lab "), "{text}");
+    let cfg: serde_json::Value = serde_json::from_str(body).unwrap();
+    let west = &cfg["remotes"][0];
+    assert_eq!(west["name"], "west", "{text}");
+    let b2 = &west["static"]["peers"][1];
+    assert_eq!(b2["publicKey"], lab.public_key("b2"), "{text}");
+    assert_eq!(b2["endpoint"], "192.168.77.22:51820", "{text}");
+    assert_eq!(cfg["tunnel"]["device"], lab.device("a1"), "{text}");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(lab.private_key_file("a1"))
         .unwrap()

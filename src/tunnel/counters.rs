@@ -51,6 +51,10 @@ counters! {
     tso_superpackets,
     /// The segments they were cut into.
     tso_segments,
+    /// UDP messages sent with UDP_SEGMENT (several datagrams to one peer in one message).
+    udp_gso_messages,
+    /// UDP messages received coalesced (UDP_GRO: several datagrams of one sender).
+    udp_gro_messages,
 }
 
 impl Counters {

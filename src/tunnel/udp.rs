@@ -1,16 +1,35 @@
 //! The UDP underlay socket: one dual-stack socket (IPv4 arrives v4-mapped) or IPv4-only when
-//! the host has no IPv6, large buffers, and batched I/O with recvmmsg/sendmmsg so that UDP
-//! GSO/GRO can slot in later without changing the device loop.
+//! the host has no IPv6, large buffers, and batched I/O with recvmmsg/sendmmsg.
+//!
+//! UDP GSO and GRO: consecutive datagrams of one batch to the same peer and of the same size
+//! (the segments of one TCP super-packet, encrypted; the last may be shorter) leave as one
+//! message with `UDP_SEGMENT`, which the kernel (or the NIC) cuts into datagrams; with
+//! `UDP_GRO` the kernel may hand us several datagrams of one sender as one buffer with their
+//! size in a control message, which [`RecvBatch::datagrams`] splits again. Where the kernel
+//! refuses GSO, the socket falls back to one datagram per message (logged once).
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+/// The kernel's UDP_MAX_SEGMENTS.
+const MAX_SEGMENTS: usize = 64;
+/// Payload of one GSO message, below the 65507 bytes of an IPv4 UDP datagram.
+const MAX_GSO_BYTES: usize = 65_000;
+/// Room for one cmsg of an int (UDP_SEGMENT takes a u16, UDP_GRO gives an int), aligned.
+const CMSG_BUF: usize = 32;
 
 pub struct Udp {
     sock: Socket,
     dual_stack: bool,
+    /// Send with UDP_SEGMENT (switched off for good when the kernel refuses it).
+    gso: AtomicBool,
+    gro: bool,
 }
 
 impl Udp {
@@ -29,7 +48,23 @@ impl Udp {
         };
         sock.set_nonblocking(true)?;
         set_buffers(&sock, buffer_bytes as usize);
-        Ok(Udp { sock, dual_stack })
+        let gro = set_int(&sock, libc::SOL_UDP, UDP_GRO, 1).is_ok();
+        Ok(Udp {
+            sock,
+            dual_stack,
+            gso: AtomicBool::new(true),
+            gro,
+        })
+    }
+
+    /// Whether sends may use UDP GSO and receives UDP GRO.
+    pub fn offloads(&self) -> (bool, bool) {
+        (self.gso.load(Relaxed), self.gro)
+    }
+
+    /// Sends one datagram per message from now on.
+    pub fn disable_gso(&self) {
+        self.gso.store(false, Relaxed);
     }
 
     fn v4(port: u16) -> io::Result<(Socket, bool)> {
@@ -86,6 +121,8 @@ impl Udp {
                 std::mem::size_of::<libc::sockaddr_storage>() as u32;
             batch.hdrs[i].msg_hdr.msg_iov = &mut batch.iov[i];
             batch.hdrs[i].msg_hdr.msg_iovlen = 1;
+            batch.hdrs[i].msg_hdr.msg_control = batch.cmsgs[i].as_mut_ptr().cast();
+            batch.hdrs[i].msg_hdr.msg_controllen = CMSG_BUF as _;
         }
         // SAFETY: every header points at live buffers owned by `batch` for the call's duration.
         let got = unsafe {
@@ -104,36 +141,25 @@ impl Udp {
         for i in 0..got {
             batch.lens[i] = batch.hdrs[i].msg_len as usize;
             batch.srcs[i] = sockaddr_to_std(&batch.addrs[i]);
+            batch.segment[i] = gro_segment_size(&batch.hdrs[i].msg_hdr);
         }
         Ok(got)
     }
 
-    /// Sends every datagram queued in `out` (sendmmsg), retrying on partial sends. Returns the
-    /// number sent before `WouldBlock`, leaving the rest queued.
+    /// Sends every datagram queued in `out` (sendmmsg; runs to one peer as GSO messages),
+    /// retrying on partial sends. Returns the number of datagrams sent before `WouldBlock`,
+    /// leaving the rest queued.
     pub fn send_batch(&self, out: &mut SendBatch) -> io::Result<usize> {
         let mut sent_total = 0;
         while out.next < out.len {
-            let start = out.next;
-            let count = out.len - start;
-            for i in 0..count {
-                let j = start + i;
-                out.iov[i] = libc::iovec {
-                    iov_base: out.bufs[j].as_mut_ptr().cast(),
-                    iov_len: out.lens[j],
-                };
-                // SAFETY: zeroed mmsghdr is valid; we then point it at our own storage.
-                out.hdrs[i] = unsafe { std::mem::zeroed() };
-                out.hdrs[i].msg_hdr.msg_name = out.dsts[j].as_ptr() as *mut libc::c_void;
-                out.hdrs[i].msg_hdr.msg_namelen = out.dsts[j].len();
-                out.hdrs[i].msg_hdr.msg_iov = &mut out.iov[i];
-                out.hdrs[i].msg_hdr.msg_iovlen = 1;
-            }
-            // SAFETY: the headers point at buffers and addresses owned by `out`.
+            let gso = self.gso.load(Relaxed);
+            let msgs = out.build_messages(gso);
+            // SAFETY: the headers point at buffers, addresses and control data owned by `out`.
             let n = unsafe {
                 libc::sendmmsg(
                     self.sock.as_raw_fd(),
                     out.hdrs.as_mut_ptr(),
-                    count as u32,
+                    msgs as u32,
                     libc::MSG_DONTWAIT,
                 )
             };
@@ -146,16 +172,62 @@ impl Udp {
                         Err(e)
                     };
                 }
-                // A hard error for one datagram (e.g. EHOSTUNREACH): skip it, keep the rest.
-                out.next += 1;
-                out.errors += 1;
+                let first = out.msg_dgrams[0];
+                if first > 1 && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) {
+                    // GSO refused (no checksum offload on the route's device, an old
+                    // kernel): from now on one datagram per message.
+                    tracing::warn!(error = %e, "UDP GSO refused by the kernel; sending datagrams one by one");
+                    self.disable_gso();
+                    continue;
+                }
+                // A hard error for one message (e.g. EHOSTUNREACH): skip it, keep the rest.
+                out.next += first;
+                out.errors += first as u64;
                 continue;
             }
-            out.next += n as usize;
-            sent_total += n as usize;
+            let n = n as usize;
+            let datagrams: usize = out.msg_dgrams[..n].iter().sum();
+            out.gso_messages += out.msg_dgrams[..n].iter().filter(|&&d| d > 1).count() as u64;
+            out.next += datagrams;
+            sent_total += datagrams;
         }
         out.clear();
         Ok(sent_total)
+    }
+}
+
+/// The segment size of a message received with UDP_GRO (from its control message), if the
+/// kernel coalesced datagrams into it.
+fn gro_segment_size(hdr: &libc::msghdr) -> Option<usize> {
+    // SAFETY: the kernel filled msg_control up to msg_controllen; the CMSG macros stay in it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(size).ok().filter(|&s| s > 0);
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
+}
+
+fn set_int(sock: &Socket, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: setsockopt with a pointer to a live c_int of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -239,9 +311,12 @@ pub struct RecvBatch {
     pub bufs: Vec<Box<[u8]>>,
     pub lens: Vec<usize>,
     pub srcs: Vec<Option<SocketAddr>>,
+    /// The size of the datagrams a GRO message holds (None: one datagram).
+    pub segment: Vec<Option<usize>>,
     addrs: Vec<libc::sockaddr_storage>,
     iov: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    cmsgs: Vec<[u64; CMSG_BUF / 8]>,
 }
 
 // SAFETY: the raw pointers inside are only scratch space rebuilt before every syscall.
@@ -255,6 +330,8 @@ impl RecvBatch {
                 .collect(),
             lens: vec![0; count],
             srcs: vec![None; count],
+            segment: vec![None; count],
+            cmsgs: vec![[0; CMSG_BUF / 8]; count],
             // SAFETY: all-zero is a valid sockaddr_storage / iovec / mmsghdr.
             addrs: (0..count)
                 .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
@@ -269,6 +346,15 @@ impl RecvBatch {
     }
 }
 
+impl RecvBatch {
+    /// The datagrams message `i` holds: one, or several of `segment[i]` bytes (the last may
+    /// be shorter) when the kernel coalesced them (GRO).
+    pub fn datagrams(&self, i: usize) -> std::slice::Chunks<'_, u8> {
+        let data = &self.bufs[i][..self.lens[i]];
+        data.chunks(self.segment[i].unwrap_or(data.len()).max(1))
+    }
+}
+
 /// Reused send buffers: fill with `slot()`/`push()`, flush with `Udp::send_batch`.
 pub struct SendBatch {
     bufs: Vec<Box<[u8]>>,
@@ -277,8 +363,13 @@ pub struct SendBatch {
     len: usize,
     next: usize,
     pub errors: u64,
+    /// Messages sent with UDP_SEGMENT (several datagrams each) since last read.
+    pub gso_messages: u64,
     iov: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// Datagrams in each message of the last `build_messages`.
+    msg_dgrams: Vec<usize>,
+    cmsgs: Vec<[u64; CMSG_BUF / 8]>,
 }
 
 // SAFETY: as for RecvBatch.
@@ -296,6 +387,9 @@ impl SendBatch {
             len: 0,
             next: 0,
             errors: 0,
+            gso_messages: 0,
+            msg_dgrams: vec![0; count],
+            cmsgs: vec![[0; CMSG_BUF / 8]; count],
             // SAFETY: all-zero is a valid iovec / mmsghdr.
             iov: (0..count)
                 .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
@@ -331,9 +425,166 @@ impl SendBatch {
         self.next = 0;
     }
 
+    /// Points `hdrs` at the queued datagrams from `next` on, one message per datagram or, with
+    /// `gso`, one per run of datagrams to the same destination that all have the first one's
+    /// size (the last may be shorter). Returns the number of messages.
+    fn build_messages(&mut self, gso: bool) -> usize {
+        let mut msgs = 0;
+        let mut j = self.next;
+        while j < self.len {
+            let run = if gso { self.run_at(j) } else { 1 };
+            for k in j..j + run {
+                self.iov[k] = libc::iovec {
+                    iov_base: self.bufs[k].as_mut_ptr().cast(),
+                    iov_len: self.lens[k],
+                };
+            }
+            // SAFETY: zeroed mmsghdr is valid; we then point it at our own storage.
+            let h = &mut self.hdrs[msgs];
+            *h = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = self.dsts[j].as_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = self.dsts[j].len();
+            h.msg_hdr.msg_iov = &mut self.iov[j];
+            h.msg_hdr.msg_iovlen = run as _;
+            if run > 1 {
+                let buf = &mut self.cmsgs[msgs];
+                h.msg_hdr.msg_control = buf.as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE of a u16 fits CMSG_BUF; the cmsg is written inside `buf`.
+                unsafe {
+                    h.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
+                    let c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                    std::ptr::write_unaligned(
+                        libc::CMSG_DATA(c).cast::<u16>(),
+                        self.lens[j] as u16,
+                    );
+                }
+            }
+            self.msg_dgrams[msgs] = run;
+            msgs += 1;
+            j += run;
+        }
+        msgs
+    }
+
+    /// How many datagrams from `j` on can go as one GSO message.
+    fn run_at(&self, j: usize) -> usize {
+        let size = self.lens[j];
+        let mut run = 1;
+        let mut bytes = size;
+        while j + run < self.len
+            && run < MAX_SEGMENTS
+            && self.lens[j + run - 1] == size
+            && self.lens[j + run] <= size
+            && self.lens[j + run] > 0
+            && bytes + self.lens[j + run] <= MAX_GSO_BYTES
+            && self.dsts[j + run] == self.dsts[j]
+        {
+            bytes += self.lens[j + run];
+            run += 1;
+        }
+        run
+    }
+
     /// The datagrams queued and not yet sent (fuzzing and tests).
     #[doc(hidden)]
     pub fn queued(&self) -> impl Iterator<Item = &[u8]> {
         (self.next..self.len).map(|i| &self.bufs[i][..self.lens[i]])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn to(port: u16) -> SockAddr {
+        SockAddr::from(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    fn push(out: &mut SendBatch, len: usize, fill: u8, dst: &SockAddr) {
+        out.slot()[..len].fill(fill);
+        out.push(len, dst.clone());
+    }
+
+    #[test]
+    fn runs_group_same_size_datagrams_to_one_destination() {
+        let (a, b) = (to(1), to(2));
+        let mut out = SendBatch::new(32, 2048);
+        for _ in 0..3 {
+            push(&mut out, 1000, 1, &a);
+        }
+        push(&mut out, 400, 2, &a); // a shorter last one ends the run
+        push(&mut out, 400, 3, &a);
+        push(&mut out, 400, 4, &b); // another destination
+        push(&mut out, 500, 5, &b); // larger than the run's size
+        assert_eq!(out.build_messages(true), 4);
+        assert_eq!(&out.msg_dgrams[..4], &[4, 1, 1, 1]);
+        // Without GSO: one message per datagram.
+        assert_eq!(out.build_messages(false), 7);
+        // At most 64 segments per message.
+        let mut out = SendBatch::new(100, 64);
+        for _ in 0..100 {
+            push(&mut out, 10, 0, &a);
+        }
+        assert_eq!(out.build_messages(true), 2);
+        assert_eq!(&out.msg_dgrams[..2], &[64, 36]);
+    }
+
+    #[test]
+    fn gso_and_gro_round_trip_on_loopback() {
+        let tx = Udp::bind(0, 1 << 20).unwrap();
+        let rx = Udp::bind(0, 1 << 20).unwrap();
+        let dst = tx.sockaddr(SocketAddr::from(([127, 0, 0, 1], rx.local_port().unwrap())));
+        let mut out = SendBatch::new(32, 2048);
+        let mut want = Vec::new();
+        for (i, len) in [1200usize; 12]
+            .into_iter()
+            .chain([700, 300, 300])
+            .enumerate()
+        {
+            let d: Vec<u8> = (0..len).map(|k| (i * 7 + k) as u8).collect();
+            out.slot()[..len].copy_from_slice(&d);
+            out.push(len, dst.clone());
+            want.push(d);
+        }
+        assert_eq!(tx.send_batch(&mut out).unwrap(), want.len());
+        assert!(
+            out.gso_messages >= 1 || !tx.offloads().0,
+            "GSO was not used"
+        );
+
+        let mut got = Vec::new();
+        let mut coalesced = 0;
+        let mut batch = RecvBatch::new(32, 65_536);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < want.len() && Instant::now() < deadline {
+            match rx.recv_batch(&mut batch) {
+                Ok(n) => {
+                    for i in 0..n {
+                        if batch.datagrams(i).len() > 1 {
+                            coalesced += 1;
+                        }
+                        got.extend(batch.datagrams(i).map(<[u8]>::to_vec));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, want, "datagrams differ or are missing");
+        eprintln!(
+            "offloads tx {:?} rx {:?}; GSO messages {}, coalesced receives {coalesced}",
+            tx.offloads(),
+            rx.offloads(),
+            out.gso_messages
+        );
+        if tx.offloads().0 && rx.offloads().1 {
+            assert!(coalesced >= 1, "GRO did not hand over a coalesced message");
+        }
     }
 }

@@ -186,6 +186,11 @@ impl Device {
         self.udp.buffer_sizes()
     }
 
+    /// Whether the UDP socket sends with GSO and receives with GRO.
+    pub fn udp_offloads(&self) -> (bool, bool) {
+        self.udp.offloads()
+    }
+
     /// Runs the device until an I/O error on the TUN device or socket (or `stop`).
     pub async fn run(self: Arc<Self>) -> io::Result<()> {
         let (tx_done, rx_done) = tokio::sync::oneshot::channel::<io::Result<()>>();

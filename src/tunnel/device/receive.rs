@@ -61,16 +61,21 @@ impl Device {
                         continue;
                     }
                 };
+                let datagrams: usize = (0..n).map(|i| batch.datagrams(i).len()).sum();
                 self.counters
                     .rx_datagrams
-                    .fetch_add(n as u64, Ordering::Relaxed);
+                    .fetch_add(datagrams as u64, Ordering::Relaxed);
                 let peers = self.peers.load();
                 for i in 0..n {
                     let Some(src) = batch.srcs[i] else { continue };
-                    let dgram = &batch.bufs[i][..batch.lens[i]];
-                    self.decrypt_one(&peers, src, dgram, &mut plain, &mut out);
-                    if out.is_full() {
-                        self.flush(&mut out, beat);
+                    if batch.segment[i].is_some_and(|s| s < batch.lens[i]) {
+                        Counters::inc(&self.counters.udp_gro_messages);
+                    }
+                    for dgram in batch.datagrams(i) {
+                        self.decrypt_one(&peers, src, dgram, &mut plain, &mut out);
+                        if out.is_full() {
+                            self.flush(&mut out, beat);
+                        }
                     }
                 }
                 self.flush(&mut out, beat);

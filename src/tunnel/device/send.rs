@@ -124,6 +124,12 @@ impl Device {
                 .fetch_add(out.errors, Ordering::Relaxed);
             out.errors = 0;
         }
+        if out.gso_messages > 0 {
+            self.counters
+                .udp_gso_messages
+                .fetch_add(out.gso_messages, Ordering::Relaxed);
+            out.gso_messages = 0;
+        }
         out.clear();
     }
 }
