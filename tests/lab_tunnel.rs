@@ -452,6 +452,15 @@ fn tso_super_packets_are_cut_and_arrive_intact_with_offloads_on_and_off() {
             c["udpGroMessages"].as_u64().unwrap() > 0,
             "{node}: no UDP GRO: {c}"
         );
+        // The receiver joins the decrypted segments again before the device.
+        let (gro, gro_segments) = (
+            c["groSuperpackets"].as_u64().unwrap(),
+            c["groSegments"].as_u64().unwrap(),
+        );
+        assert!(
+            gro > 0 && gro_segments > gro,
+            "{node}: GRO {gro}/{gro_segments}: {c}"
+        );
     }
     assert!(
         lab.agent_log("a1").contains("TUN offloads on"),
@@ -473,6 +482,11 @@ fn tso_super_packets_are_cut_and_arrive_intact_with_offloads_on_and_off() {
     transfer_both_ways(7510);
     let (supers, segments, bad) = tso_counters(&lab, "b1");
     assert_eq!((supers, segments, bad), (0, 0, 0), "b1 with offloads off");
+    let c = &status_json(&lab, "b1")["agent"]["counters"];
+    assert_eq!(
+        c["groSuperpackets"], 0,
+        "b1 joins nothing without offloads: {c}"
+    );
     assert!(
         tso_counters(&lab, "a1").0 > a1_before,
         "a1 kept its offloads"

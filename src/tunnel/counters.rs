@@ -55,6 +55,10 @@ counters! {
     udp_gso_messages,
     /// UDP messages received coalesced (UDP_GRO: several datagrams of one sender).
     udp_gro_messages,
+    /// TCP super-packets we joined from decrypted segments and wrote to the device at once.
+    gro_superpackets,
+    /// The segments they joined.
+    gro_segments,
 }
 
 impl Counters {

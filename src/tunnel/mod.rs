@@ -4,6 +4,7 @@
 pub mod allowed_ips;
 pub mod counters;
 pub mod device;
+pub mod gro;
 pub mod offload;
 pub mod peer;
 pub mod peer_set;

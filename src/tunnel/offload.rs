@@ -10,14 +10,14 @@ use std::fmt;
 /// `sizeof(struct virtio_net_hdr)`, the TUN default (`TUNSETVNETHDRSZ` not used).
 pub const VNET_HDR_LEN: usize = 10;
 
-const F_NEEDS_CSUM: u8 = 1;
+pub(crate) const F_NEEDS_CSUM: u8 = 1;
 const GSO_NONE: u8 = 0;
-const GSO_TCPV4: u8 = 1;
-const GSO_TCPV6: u8 = 4;
+pub(crate) const GSO_TCPV4: u8 = 1;
+pub(crate) const GSO_TCPV6: u8 = 4;
 const GSO_ECN: u8 = 0x80;
 
 const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
+pub(crate) const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
 
 /// Why a packet read from the device cannot be passed on (counted as a bad packet).
@@ -106,7 +106,7 @@ pub fn fold(mut sum: u64) -> u16 {
 }
 
 /// The pseudo-header sum of an IPv4 or IPv6 packet whose transport segment is `len` bytes.
-fn pseudo_sum(ip: &[u8], protocol: u8, len: usize) -> u64 {
+pub(crate) fn pseudo_sum(ip: &[u8], protocol: u8, len: usize) -> u64 {
     let addrs = if ip[0] >> 4 == 4 {
         &ip[12..20]
     } else {

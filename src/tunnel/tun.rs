@@ -190,6 +190,18 @@ impl Tun {
         }
     }
 
+    /// Writes a virtio-net header and its packet as they are (a device with headers only).
+    pub fn write_with_header(&self, frame: &[u8]) -> io::Result<usize> {
+        debug_assert!(self.vnet_hdr);
+        // SAFETY: frame is valid for frame.len() bytes.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
     /// Writes one packet (after a header saying "no offload" when the device has headers).
     pub fn write(&self, pkt: &[u8]) -> io::Result<usize> {
         if !self.vnet_hdr {

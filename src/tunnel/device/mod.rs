@@ -23,6 +23,7 @@ use receive::authenticated;
 pub use receive::RxScratch;
 
 use super::counters::Counters;
+use super::gro::{Coalescer, Frame};
 use super::offload;
 use super::peer::{Peer, PeerInfo};
 use super::peer_set::PeerSet;

@@ -30,6 +30,7 @@ pub(crate) fn authenticated(msg_type: u8, result: Result<Option<u8>, ()>) -> boo
 pub struct RxScratch {
     plain: Vec<u8>,
     out: SendBatch,
+    gro: Coalescer,
 }
 
 impl Default for RxScratch {
@@ -37,6 +38,8 @@ impl Default for RxScratch {
         RxScratch {
             plain: vec![0u8; BUF],
             out: SendBatch::new(BATCH, BUF),
+            // Tests and fuzzing write every packet as it is.
+            gro: Coalescer::new(false),
         }
     }
 }
@@ -47,6 +50,7 @@ impl Device {
         let mut batch = RecvBatch::new(BATCH, BUF);
         let mut plain = vec![0u8; BUF];
         let mut out = SendBatch::new(BATCH, BUF);
+        let mut gro = Coalescer::new(self.tun.vnet_hdr());
         let fd = self.udp.as_raw_fd();
         let beat = &self.beats.rx;
         while self.wait(fd, libc::POLLIN, beat)? {
@@ -72,12 +76,13 @@ impl Device {
                         Counters::inc(&self.counters.udp_gro_messages);
                     }
                     for dgram in batch.datagrams(i) {
-                        self.decrypt_one(&peers, src, dgram, &mut plain, &mut out);
+                        self.decrypt_one(&peers, src, dgram, &mut plain, &mut out, &mut gro);
                         if out.is_full() {
                             self.flush(&mut out, beat);
                         }
                     }
                 }
+                self.flush_gro(&mut gro);
                 self.flush(&mut out, beat);
             }
         }
@@ -96,7 +101,14 @@ impl Device {
     ) -> Vec<Vec<u8>> {
         Counters::inc(&self.counters.rx_datagrams);
         let peers = self.peers.load();
-        self.decrypt_one(&peers, src, dgram, &mut scratch.plain, &mut scratch.out);
+        self.decrypt_one(
+            &peers,
+            src,
+            dgram,
+            &mut scratch.plain,
+            &mut scratch.out,
+            &mut scratch.gro,
+        );
         let queued = scratch.out.queued().map(<[u8]>::to_vec).collect();
         scratch.out.clear();
         queued
@@ -109,6 +121,7 @@ impl Device {
         dgram: &[u8],
         plain: &mut [u8],
         out: &mut SendBatch,
+        gro: &mut Coalescer,
     ) {
         let packet = match Tunn::parse_incoming_packet(dgram) {
             Ok(p) => p,
@@ -125,7 +138,7 @@ impl Device {
         let Some(peer) = self.peer_of(peers, &packet) else {
             return;
         };
-        if !self.decapsulate(peers, peer, src, dgram, plain, out) {
+        if !self.decapsulate(peers, peer, src, dgram, plain, out, gro) {
             return;
         }
         if handshake {
@@ -194,7 +207,8 @@ impl Device {
     }
 
     /// Runs the message through the peer's session: replies and released packets go to `out`,
-    /// data to the device. True when the message proved the peer's key.
+    /// data to the device (through `gro`). True when the message proved the peer's key.
+    #[allow(clippy::too_many_arguments)] // the rx thread's reused buffers, passed down
     fn decapsulate(
         &self,
         peers: &PeerSet,
@@ -203,6 +217,7 @@ impl Device {
         dgram: &[u8],
         plain: &mut [u8],
         out: &mut SendBatch,
+        gro: &mut Coalescer,
     ) -> bool {
         let msg_type = dgram[0];
         let mut tunn = peer.tunn();
@@ -231,17 +246,24 @@ impl Device {
                 proven
             }
             TunnResult::WriteToTunnelV4(pkt, addr) => {
-                self.deliver(peers, peer, pkt, IpAddr::V4(addr));
+                self.deliver(peers, peer, pkt, IpAddr::V4(addr), gro);
                 authenticated(msg_type, Ok(None))
             }
             TunnResult::WriteToTunnelV6(pkt, addr) => {
-                self.deliver(peers, peer, pkt, IpAddr::V6(addr));
+                self.deliver(peers, peer, pkt, IpAddr::V6(addr), gro);
                 authenticated(msg_type, Ok(None))
             }
         }
     }
 
-    pub(super) fn deliver(&self, peers: &PeerSet, peer: &Arc<Peer>, pkt: &[u8], src: IpAddr) {
+    pub(super) fn deliver(
+        &self,
+        peers: &PeerSet,
+        peer: &Arc<Peer>,
+        pkt: &[u8],
+        src: IpAddr,
+        gro: &mut Coalescer,
+    ) {
         if !peers.source_allowed(peer, src) {
             return Counters::inc(&self.counters.dropped_bad_source);
         }
@@ -252,7 +274,28 @@ impl Device {
         if !Tunn::dst_address(pkt).is_some_and(|d| contains(&self.local_cidrs.load(), d)) {
             return Counters::inc(&self.counters.dropped_bad_destination);
         }
-        if let Err(e) = self.tun.write(pkt) {
+        // Checked one by one above; only then may segments be joined.
+        gro.push(pkt, &mut |f| self.write_frame(f));
+    }
+
+    /// Writes what the coalescer still holds (end of a receive batch) and counts what it joined.
+    fn flush_gro(&self, gro: &mut Coalescer) {
+        gro.flush(&mut |f| self.write_frame(f));
+        if gro.joined > 0 {
+            let c = &self.counters;
+            c.gro_superpackets.fetch_add(gro.joined, Ordering::Relaxed);
+            c.gro_segments
+                .fetch_add(gro.joined_segments, Ordering::Relaxed);
+            (gro.joined, gro.joined_segments) = (0, 0);
+        }
+    }
+
+    fn write_frame(&self, frame: Frame) {
+        let r = match frame {
+            Frame::Plain(pkt) => self.tun.write(pkt),
+            Frame::Super(frame) => self.tun.write_with_header(frame),
+        };
+        if let Err(e) = r {
             tracing::debug!(error = %e, "tun write failed");
             Counters::inc(&self.counters.dropped_tun_write);
         }
