@@ -497,3 +497,32 @@ fn tso_super_packets_are_cut_and_arrive_intact_with_offloads_on_and_off() {
         logs(&lab)
     );
 }
+
+#[test]
+fn icmp_and_ip_fragments_pass_with_offloads_on() {
+    if !common::require_root() {
+        return;
+    }
+    let _g = guard();
+    let lab = lab(LabOptions::default());
+    // Pods have MTU 1500, the tunnel 1420: 3000 and 8000 bytes leave the pod as fragments,
+    // which the node fragments again for the tunnel; none of it is TCP, so neither TSO nor
+    // GRO may touch it.
+    for (from, to) in [("a1", "b1"), ("b1", "a1")] {
+        let ip = lab.pod_ip(to, 0).to_string();
+        for size in ["56", "1400", "3000", "8000"] {
+            let out = lab.exec(
+                &lab.pod_ns(from, 0),
+                &["ping", "-c", "2", "-i", "0.2", "-W", "2", "-s", size, &ip],
+            );
+            assert!(
+                out.status.success(),
+                "{from} -> {to} ping -s {size}: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                logs(&lab)
+            );
+        }
+    }
+    let c = &status_json(&lab, "a1")["agent"]["counters"];
+    assert_eq!(c["droppedBadPacket"], 0, "{c}");
+}
