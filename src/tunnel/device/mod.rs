@@ -1,6 +1,7 @@
 //! The WireGuard device loop: TUN -> encrypt -> UDP and UDP -> decrypt -> TUN, plus timers.
 //! Each direction works on batches with reused buffers (read until the queue is empty, process,
-//! then one sendmmsg), so offloads (IFF_VNET_HDR, UDP GSO/GRO) can slot in later.
+//! then one sendmmsg), with the offloads on top: TSO super-packets from the device cut by
+//! `offload`, UDP GSO/GRO in `udp`, decrypted segments joined again by `gro`.
 //!
 //! The two packet directions run on dedicated threads that wait with poll(2) on their own fd;
 //! tokio drives everything else (timers, UAPI, control, reconcilers). Measured in the lab, the
