@@ -50,6 +50,7 @@ build_wireguard_go() {
     echo "bench-refs.sh: building wireguard-go (golang.zx2c4.com/wireguard@$WIREGUARD_GO_VERSION, $(go version)) into $dest" >&2
     mkdir -p "$CACHE"
     tmp=$(mktemp -d "$CACHE/.wireguard-go.XXXXXX")
+    chmod 755 "$tmp"
     # The module's main package is its root; `go install` names the binary `wireguard`.
     if ! (cd "$tmp" && GOFLAGS=-mod=mod GOBIN="$tmp" go install "golang.zx2c4.com/wireguard@$WIREGUARD_GO_VERSION" >&2); then
         rm -rf "$tmp"

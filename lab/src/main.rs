@@ -55,7 +55,9 @@ enum Cmd {
     /// Real Kubernetes clusters on the lab (built from the official Go modules): up, down.
     #[command(subcommand)]
     Kube(kube_cmd::KubeCmd),
-    /// Benchmark: plain routing vs Debian's wireguard-go vs sdn-tunnel (iperf3, ping, CPU).
+    /// Benchmark: plain routing vs userspace WireGuard references (Debian's wireguard-go, a
+    /// current wireguard-go, boringtun-cli with 4 threads and with 1) vs sdn-tunnel (iperf3, ping,
+    /// CPU). References not given are built once by scripts/bench-refs.sh (run here if missing).
     Bench {
         /// The sdn-tunnel binary (build with --release for meaningful numbers).
         #[arg(long, env = "SDN_TUNNEL_BIN")]
@@ -66,9 +68,19 @@ enum Cmd {
         /// Seconds per iperf3 run.
         #[arg(long, default_value_t = 5)]
         duration: u32,
-        /// Comma-separated subset of: plain, wireguard-go, sdn-tunnel.
-        #[arg(long, default_value = "plain,wireguard-go,sdn-tunnel")]
+        /// Comma-separated subset of: plain, wireguard-go-debian (alias wireguard-go),
+        /// wireguard-go-current, boringtun-cli, boringtun-cli-1thread, sdn-tunnel.
+        #[arg(
+            long,
+            default_value = "plain,wireguard-go-debian,wireguard-go-current,boringtun-cli,boringtun-cli-1thread,sdn-tunnel"
+        )]
         modes: String,
+        /// The current wireguard-go binary (default: scripts/bench-refs.sh's, built if missing).
+        #[arg(long, env = "SDN_BENCH_WIREGUARD_GO_CURRENT")]
+        wireguard_go_current: Option<PathBuf>,
+        /// The boringtun-cli binary (default: scripts/bench-refs.sh's, built if missing).
+        #[arg(long, env = "SDN_BENCH_BORINGTUN_CLI")]
+        boringtun_cli: Option<PathBuf>,
     },
 }
 
@@ -455,17 +467,23 @@ fn main() -> Result<()> {
             rounds,
             duration,
             modes,
+            wireguard_go_current,
+            boringtun_cli,
         } => {
             let modes = modes
                 .split(',')
                 .map(|m| Mode::parse(m.trim()))
                 .collect::<Result<Vec<_>>>()?;
-            let bin = match bin {
-                Some(b) => Some(
-                    std::fs::canonicalize(&b)
-                        .with_context(|| format!("{} not found", b.display()))?,
-                ),
-                None => None,
+            let canonical = |b: Option<PathBuf>| -> Result<Option<PathBuf>> {
+                b.map(|b| {
+                    std::fs::canonicalize(&b).with_context(|| format!("{} not found", b.display()))
+                })
+                .transpose()
+            };
+            let bin = canonical(bin)?;
+            let refs = bench::RefBinaries {
+                wireguard_go_current: canonical(wireguard_go_current)?,
+                boringtun_cli: canonical(boringtun_cli)?,
             };
             let prefix = sdn_lab::new_prefix()?;
             *CURRENT.lock().unwrap() = Some(prefix.clone());
@@ -474,6 +492,7 @@ fn main() -> Result<()> {
                 duration,
                 modes,
                 bin,
+                refs,
                 verbose: true,
                 prefix: Some(prefix),
             })?;
