@@ -173,39 +173,28 @@ fn wg_show_works_against_the_agent() {
     );
 }
 
-#[test]
-fn interoperates_with_wireguard_go() {
-    if !common::require_root()
-        || !common::require_program("wireguard-go")
-        || !common::require_program("wg")
-    {
-        return;
-    }
-    let _g = guard();
+/// Our agents and a wireguard-go node (`program`; Debian's when None) reach each other both
+/// ways with bulk TCP (offloads on our side), and wireguard-go saw the handshake.
+fn interop_with(program: Option<std::path::PathBuf>) {
     let lab = lab(LabOptions {
         foreign_node: true,
+        foreign_program: program,
         ..LabOptions::default()
     });
     let n1 = IpAddr::V4(lab.pod_ip("n1", 0));
     let a1 = IpAddr::V4(lab.pod_ip("a1", 0));
     assert!(lab.ping(&lab.pod_ns("a1", 0), n1));
     assert!(lab.ping(&lab.pod_ns("n1", 0), a1));
-    tcp_transfer(
-        &lab.pod_ns("a1", 0),
-        &lab.pod_ns("n1", 0),
-        n1,
-        7200,
-        10 * MIB,
-    )
-    .unwrap();
-    tcp_transfer(
-        &lab.pod_ns("n1", 0),
-        &lab.pod_ns("b2", 0),
-        IpAddr::V4(lab.pod_ip("b2", 0)),
-        7201,
-        10 * MIB,
-    )
-    .unwrap();
+    for (from, to, port) in [("a1", "n1", 7200), ("n1", "b2", 7201)] {
+        tcp_transfer(
+            &lab.pod_ns(from, 0),
+            &lab.pod_ns(to, 0),
+            IpAddr::V4(lab.pod_ip(to, 0)),
+            port,
+            10 * MIB,
+        )
+        .unwrap_or_else(|e| panic!("{from} -> {to}: {e:#}\n{}", logs(&lab)));
+    }
     // wireguard-go's own view: a handshake with our agent and traffic both ways.
     let out = lab.wg_show("n1");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -219,6 +208,46 @@ fn interoperates_with_wireguard_go() {
         section.contains("received") && section.contains("sent"),
         "{section}"
     );
+}
+
+#[test]
+fn interoperates_with_wireguard_go() {
+    if !common::require_root()
+        || !common::require_program("wireguard-go")
+        || !common::require_program("wg")
+    {
+        return;
+    }
+    let _g = guard();
+    interop_with(None);
+}
+
+/// Current wireguard-go (TUN and UDP offloads of its own), built from its Go module by
+/// scripts/bench-refs.sh (cached).
+#[test]
+fn interoperates_with_current_wireguard_go() {
+    // The script finds Go itself (/usr/local/go/bin) and says so when it is missing.
+    if !common::require_root() || !common::require_program("wg") {
+        return;
+    }
+    let _g = guard();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("bash")
+        .arg(repo.join("scripts/bench-refs.sh"))
+        .arg("wireguard-go-current")
+        .output()
+        .expect("run scripts/bench-refs.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench-refs.sh failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("wireguard-go-current "))
+        .unwrap_or_else(|| panic!("no path in: {stdout}"));
+    interop_with(Some(path.trim().into()));
 }
 
 #[test]

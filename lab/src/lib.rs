@@ -72,6 +72,9 @@ pub struct LabOptions {
     pub bin: Option<PathBuf>,
     /// Add cluster "north" with one node n1 running Debian's wireguard-go.
     pub foreign_node: bool,
+    /// The foreign node's wireguard-go instead of Debian's (e.g. a current build, see
+    /// scripts/bench-refs.sh).
+    pub foreign_program: Option<PathBuf>,
     /// Start an agent on every sdn-tunnel node during `up` (and wait for its device).
     pub start_agents: bool,
     /// Namespace/device prefix; default random `sl` + 4 hex digits.
@@ -107,6 +110,7 @@ impl Default for LabOptions {
             keep: false,
             bin: std::env::var_os(BIN_ENV).map(PathBuf::from),
             foreign_node: false,
+            foreign_program: None,
             start_agents: true,
             prefix: None,
             mtu: 1420,
@@ -383,17 +387,27 @@ impl Lab {
             .flat_map(|c| [c.pod_cidr.to_string(), c.service_cidr.to_string()])
             .collect();
         let log = self.dir.join(format!("{}.log", node.name));
-        let child = wggo::start(&wggo::WgGoConfig {
-            ns: &node.ns,
-            device: &node.device,
-            private_key_file: &self.keys[&node.name].private_key_file,
-            listen_port: node.listen_port,
-            mtu: self.opts.mtu,
-            peers,
-            routes,
-            route_src: Some(node.gateway),
-            log_file: &log,
-        })?;
+        let daemon = match &self.opts.foreign_program {
+            Some(program) => wggo::Daemon::WireguardGo {
+                program: program.clone(),
+                log_level: "verbose",
+            },
+            None => wggo::Daemon::debian_wireguard_go(),
+        };
+        let child = wggo::start_daemon(
+            &daemon,
+            &wggo::WgGoConfig {
+                ns: &node.ns,
+                device: &node.device,
+                private_key_file: &self.keys[&node.name].private_key_file,
+                listen_port: node.listen_port,
+                mtu: self.opts.mtu,
+                peers,
+                routes,
+                route_src: Some(node.gateway),
+                log_file: &log,
+            },
+        )?;
         self.procs
             .lock()
             .unwrap()
