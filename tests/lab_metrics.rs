@@ -65,13 +65,16 @@ fn metrics_move_with_traffic_and_probes_follow_the_agent() {
         1.0
     );
     assert_eq!(must(&lab, "a1", r#"sdn_tunnel_ready"#), 1.0);
-    // One log line per state change: the peer came up.
-    let log = lab.agent_log("a1");
-    assert!(
-        log.lines()
-            .any(|l| l.contains("peer up") && l.contains("west/b1")),
-        "no 'peer up' line for west/b1 in:\n{log}"
-    );
+    // One log line per state change: the peer came up (logged by the 2 s peer poll, so it
+    // may follow the handshake by a moment).
+    let peer_up_logged = || {
+        lab.agent_log("a1")
+            .lines()
+            .any(|l| l.contains("peer up") && l.contains("west/b1"))
+    };
+    if !sdn_lab::poll::wait_for(peer_up_logged, Duration::from_secs(10)) {
+        panic!("no 'peer up' line for west/b1 in:\n{}", lab.agent_log("a1"));
+    }
 
     // Bytes grow with traffic (2 MiB from a pod of a1 to a pod of b1).
     let tx = format!("sdn_tunnel_peer_transmit_bytes_total{peer}");
