@@ -63,10 +63,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     });
     let board = Arc::new(board);
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let health = Arc::new(crate::health::Health::default());
-    health.watch("tunnel tx thread", device.beats.tx.clone());
-    health.watch("tunnel rx thread", device.beats.rx.clone());
-    health.watch("tunnel timers", device.beats.timers.clone());
+    let health = Arc::new(device_health(&device));
     let mut tasks = Tasks::new();
     if cfg.http.enabled {
         start_http(&cfg, &device, &board, &metrics, &health, &mut tasks)?;
@@ -100,36 +97,12 @@ pub async fn run(cfg: Config) -> Result<()> {
         cfg.tunnel.control_socket_path(),
     ));
 
-    // The source address for host traffic needs this node's pod CIDRs; with no node.podCIDRs
-    // configured they come from our Node, so give the first advertisement a moment.
-    if cfg.node.pod_cidrs.is_empty() && local_api.is_some() {
-        let _ = tokio::time::timeout(Duration::from_secs(10), own_cidrs.changed()).await;
-    }
-    let node_cidrs = node_pod_cidrs(&cfg, &own_cidrs.borrow_and_update());
-    warn_if_unknown(&node_cidrs);
+    let node_cidrs = first_node_cidrs(&cfg, local_api.is_some(), &mut own_cidrs).await;
     device.set_local_cidrs(node_cidrs.clone());
     // From here on every way out goes through the teardown below (no `?`).
     let outcome = async {
-        let node_cidrs = Arc::new(node_cidrs);
-        let kernel =
-            kernel::KernelReconciler::start(cfg.clone(), routes, node_cidrs.clone()).await?;
-        health.set_kernel_programmed();
-        tracing::info!(
-            routes = kernel.routes(),
-            peers = pipeline.first_peers,
-            "ready"
-        );
-        let (kernel_tx, kernel_rx) = watch::channel(node_cidrs);
-        let schedule = Schedule {
-            tick: IDLE,
-            resync: Some(RESYNC),
-        };
-        tasks.spawn(reconcile::run(
-            kernel,
-            kernel_rx,
-            schedule,
-            health.beat("routes and nft table"),
-        ));
+        let kernel_tx = start_kernel(&cfg, routes, node_cidrs, &health, &mut tasks).await?;
+        tracing::info!(peers = pipeline.first_peers, "ready");
         MainLoop {
             cfg: &cfg,
             device: &device,
@@ -149,6 +122,53 @@ pub async fn run(cfg: Config) -> Result<()> {
     device.stop();
     teardown(&cfg, device, local_api.as_ref(), &outcome).await;
     outcome
+}
+
+/// Liveness watches the packet threads and the timers from the start.
+fn device_health(device: &Device) -> crate::health::Health {
+    let health = crate::health::Health::default();
+    health.watch("tunnel tx thread", device.beats.tx.clone());
+    health.watch("tunnel rx thread", device.beats.rx.clone());
+    health.watch("tunnel timers", device.beats.timers.clone());
+    health
+}
+
+/// This node's pod CIDRs at start-up. The source address for host traffic needs them; with no
+/// node.podCIDRs configured they come from our Node, so give the first advertisement a moment.
+async fn first_node_cidrs(
+    cfg: &Config,
+    advertising: bool,
+    own_cidrs: &mut watch::Receiver<Option<Vec<IpNetwork>>>,
+) -> Vec<IpNetwork> {
+    if cfg.node.pod_cidrs.is_empty() && advertising {
+        let _ = tokio::time::timeout(Duration::from_secs(10), own_cidrs.changed()).await;
+    }
+    let node_cidrs = node_pod_cidrs(cfg, &own_cidrs.borrow_and_update());
+    warn_if_unknown(&node_cidrs);
+    node_cidrs
+}
+
+/// The kernel reconciler's first full sync (an error stops the agent before it reports ready),
+/// then its loop; returns where the main loop publishes this node's pod CIDRs to it.
+async fn start_kernel(
+    cfg: &Config,
+    routes: Routes,
+    node_cidrs: Vec<IpNetwork>,
+    health: &crate::health::Health,
+    tasks: &mut Tasks,
+) -> Result<watch::Sender<Arc<Vec<IpNetwork>>>> {
+    let node_cidrs = Arc::new(node_cidrs);
+    let kernel = kernel::KernelReconciler::start(cfg.clone(), routes, node_cidrs.clone()).await?;
+    health.set_kernel_programmed();
+    tracing::info!(routes = kernel.routes(), "routes and nft table programmed");
+    let (kernel_tx, kernel_rx) = watch::channel(node_cidrs);
+    let schedule = Schedule {
+        tick: IDLE,
+        resync: Some(RESYNC),
+    };
+    let beat = health.beat("routes and nft table");
+    tasks.spawn(reconcile::run(kernel, kernel_rx, schedule, beat));
+    Ok(kernel_tx)
 }
 
 /// Keeps our Node's annotations equal to our key and endpoint (when there is a local API);

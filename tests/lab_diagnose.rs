@@ -125,218 +125,239 @@ fn diagnose_finds_what_is_broken() {
     let lab = &kl.lab;
     let dev = lab.device(NODE);
 
-    // ----- healthy: every check OK (or skipped; the clock may be unsynchronized here) -----
-    healthy(&kl, "a healthy node");
-    let text = run(&kl, &[]);
-    eprintln!("diagnose on a healthy {NODE}:\n{}", text.out);
-    assert_eq!(text.code, 0, "{}", text.out);
-    let lines: Vec<&str> = text.out.lines().collect();
-    let (summary, checks) = lines.split_last().unwrap();
-    assert!(summary.contains(" 0 fail"), "{summary}");
-    for l in checks {
-        let mut w = l.split_whitespace();
-        let (status, name) = (w.next().unwrap(), w.next().unwrap());
-        match (status, name) {
-            ("OK", _) | ("SKIP", "ipvs") | ("WARN", "clock") => {}
-            _ => panic!("not OK on a healthy node: {l}\n{}", text.out),
+    // Each step is reported on its own: a failing one does not hide the next.
+    let mut checks = common::checks::Checks::default();
+    checks.run("a healthy node: every check OK", || {
+        healthy(&kl, "a healthy node");
+        let text = run(&kl, &[]);
+        eprintln!("diagnose on a healthy {NODE}:\n{}", text.out);
+        assert_eq!(text.code, 0, "{}", text.out);
+        let lines: Vec<&str> = text.out.lines().collect();
+        let (summary, checks) = lines.split_last().unwrap();
+        assert!(summary.contains(" 0 fail"), "{summary}");
+        for l in checks {
+            let mut w = l.split_whitespace();
+            let (status, name) = (w.next().unwrap(), w.next().unwrap());
+            match (status, name) {
+                ("OK", _) | ("SKIP", "ipvs") | ("WARN", "clock") => {}
+                _ => panic!("not OK on a healthy node: {l}\n{}", text.out),
+            }
         }
-    }
-    for name in [
-        "agent",
-        "device",
-        "ip_forward",
-        "rp_filter",
-        "mtu",
-        "mss_clamp",
-        "nft_tables",
-        "routes",
-        "cidr_overlaps",
-        "remotes",
-        "peers",
-        "udp_port",
-        "clock",
-    ] {
-        assert!(
-            checks
-                .iter()
-                .any(|l| l.split_whitespace().nth(1) == Some(name)),
-            "no {name} line:\n{}",
-            text.out
-        );
-    }
-    let (code, checks, _) = run_json(&kl, &[]);
-    assert_eq!(code, 0);
-    assert!(has(&checks, "nft_tables", "ok", "_proxy"), "{checks:?}");
-    assert!(has(&checks, "peers", "ok", "2 peer(s)"), "{checks:?}");
-
-    // ----- rp_filter strict on the tunnel device -----
-    let rp = format!("net.ipv4.conf.{dev}.rp_filter");
-    in_node(&kl, &["sysctl", "-qw", &format!("{rp}=1")]);
-    let (code, checks, out) = run_json(&kl, &[]);
-    assert_eq!(code, 1, "{out}");
-    assert!(has(&checks, "rp_filter", "fail", "strict (1)"), "{out}");
-    let text = run(&kl, &[]);
-    eprintln!("diagnose with rp_filter strict:\n{}", text.out);
-    assert!(
-        text.out.contains(&format!("-> hint: sysctl -w {rp}=2")),
-        "{}",
-        text.out
-    );
-    in_node(&kl, &["sysctl", "-qw", &format!("{rp}=2")]);
-    healthy(&kl, "rp_filter restored");
-
-    // ----- underlay MTU below tunnel MTU + 60 -----
-    in_node(&kl, &["ip", "link", "set", "eth0", "mtu", "1400"]);
-    let (code, checks, out) = run_json(&kl, &[]);
-    in_node(&kl, &["ip", "link", "set", "eth0", "mtu", "1500"]);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        has(
-            &checks,
+        for name in [
+            "agent",
+            "device",
+            "ip_forward",
+            "rp_filter",
             "mtu",
-            "fail",
-            "1420 + 60 (IPv4) = 1480 > eth0 mtu 1400"
-        ),
-        "{out}"
-    );
-    assert!(out.contains("tunnel.mtu to 1340 or less"), "{out}");
-    healthy(&kl, "underlay MTU restored");
-
-    // ----- overlapping CIDRs: a foreign route and a local address inside west's pods -----
-    in_node(&kl, &["ip", "route", "add", "blackhole", "10.132.200.0/24"]);
-    in_node(&kl, &["ip", "addr", "add", "10.132.201.1/32", "dev", "lo"]);
-    let (code, checks, out) = run_json(&kl, &[]);
-    in_node(&kl, &["ip", "route", "del", "blackhole", "10.132.200.0/24"]);
-    in_node(&kl, &["ip", "addr", "del", "10.132.201.1/32", "dev", "lo"]);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        has(
-            &checks,
-            "cidr_overlaps",
-            "fail",
-            "address 10.132.201.1/32 on lo is inside 10.132.0.0/14 (remote west podCIDRs)"
-        ),
-        "{out}"
-    );
-    assert!(
-        has(
-            &checks,
-            "cidr_overlaps",
-            "fail",
-            "blackhole 10.132.200.0/24"
-        ),
-        "{out}"
-    );
-    assert!(
-        has(
-            &checks,
+            "mss_clamp",
+            "nft_tables",
             "routes",
-            "fail",
-            "blackhole 10.132.200.0/24 proto boot shadows part of 10.132.0.0/14"
-        ),
-        "{out}"
-    );
-    healthy(&kl, "overlaps removed");
-
-    // ----- west's API down: the remote goes stale -----
-    kl.apis["west"].set_down(true);
-    let (code, checks) = wait_for(
-        &kl,
-        "remote west failing",
-        &[],
-        Duration::from_secs(90),
-        |_, c| has(c, "remotes", "fail", "west: STALE since"),
-    );
-    kl.apis["west"].set_down(false);
-    eprintln!(
-        "west's API down: {:?}",
-        checks.iter().find(|c| c.0 == "remotes")
-    );
-    assert_eq!(code, 1);
-    assert!(has(&checks, "agent", "ok", ""), "{checks:?}");
-    healthy(&kl, "west synced again");
-
-    // ----- a peer down: b1's agent stopped, a1 restarted so b1 never handshakes -----
-    lab.stop_agent("b1", libc::SIGTERM).expect("stop b1");
-    lab.restart_agent(NODE).expect("restart a1");
-    lab.wait_agent_ready(NODE, Duration::from_secs(10))
-        .expect("a1 ready");
-    let (code, checks) = wait_for(
-        &kl,
-        "peer b1 without handshake, b2 fine",
-        &[],
-        Duration::from_secs(30),
-        |_, c| {
-            has(c, "peers", "fail", "west/b1 (")
-                && !has(c, "peers", "fail", "west/b2")
-                && has(c, "remotes", "ok", "west: synced")
+            "cidr_overlaps",
+            "remotes",
+            "peers",
+            "udp_port",
+            "clock",
+        ] {
+            assert!(
+                checks
+                    .iter()
+                    .any(|l| l.split_whitespace().nth(1) == Some(name)),
+                "no {name} line:\n{}",
+                text.out
+            );
+        }
+        let (code, checks, _) = run_json(&kl, &[]);
+        assert_eq!(code, 0);
+        assert!(has(&checks, "nft_tables", "ok", "_proxy"), "{checks:?}");
+        assert!(has(&checks, "peers", "ok", "2 peer(s)"), "{checks:?}");
+        Ok(String::new())
+    });
+    checks.run(
+        "rp_filter strict on the tunnel device, with the sysctl hint",
+        || {
+            let rp = format!("net.ipv4.conf.{dev}.rp_filter");
+            in_node(&kl, &["sysctl", "-qw", &format!("{rp}=1")]);
+            let (code, checks, out) = run_json(&kl, &[]);
+            assert_eq!(code, 1, "{out}");
+            assert!(has(&checks, "rp_filter", "fail", "strict (1)"), "{out}");
+            let text = run(&kl, &[]);
+            eprintln!("diagnose with rp_filter strict:\n{}", text.out);
+            assert!(
+                text.out.contains(&format!("-> hint: sysctl -w {rp}=2")),
+                "{}",
+                text.out
+            );
+            in_node(&kl, &["sysctl", "-qw", &format!("{rp}=2")]);
+            healthy(&kl, "rp_filter restored");
+            Ok(String::new())
         },
     );
-    assert_eq!(code, 1);
-    let b1_endpoint = lab.endpoint("b1");
-    assert!(
-        has(
-            &checks,
-            "peers",
-            "fail",
-            &format!("west/b1 ({b1_endpoint}): no handshake")
-        ),
-        "{checks:?}"
+    checks.run("underlay MTU below the tunnel MTU + 60", || {
+        in_node(&kl, &["ip", "link", "set", "eth0", "mtu", "1400"]);
+        let (code, checks, out) = run_json(&kl, &[]);
+        in_node(&kl, &["ip", "link", "set", "eth0", "mtu", "1500"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            has(
+                &checks,
+                "mtu",
+                "fail",
+                "1420 + 60 (IPv4) = 1480 > eth0 mtu 1400"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("tunnel.mtu to 1340 or less"), "{out}");
+        healthy(&kl, "underlay MTU restored");
+        Ok(String::new())
+    });
+    checks.run(
+        "overlapping CIDRs: a foreign route and a local address",
+        || {
+            in_node(&kl, &["ip", "route", "add", "blackhole", "10.132.200.0/24"]);
+            in_node(&kl, &["ip", "addr", "add", "10.132.201.1/32", "dev", "lo"]);
+            let (code, checks, out) = run_json(&kl, &[]);
+            in_node(&kl, &["ip", "route", "del", "blackhole", "10.132.200.0/24"]);
+            in_node(&kl, &["ip", "addr", "del", "10.132.201.1/32", "dev", "lo"]);
+            assert_eq!(code, 1, "{out}");
+            assert!(
+                has(
+                    &checks,
+                    "cidr_overlaps",
+                    "fail",
+                    "address 10.132.201.1/32 on lo is inside 10.132.0.0/14 (remote west podCIDRs)"
+                ),
+                "{out}"
+            );
+            assert!(
+                has(
+                    &checks,
+                    "cidr_overlaps",
+                    "fail",
+                    "blackhole 10.132.200.0/24"
+                ),
+                "{out}"
+            );
+            assert!(
+                has(
+                    &checks,
+                    "routes",
+                    "fail",
+                    "blackhole 10.132.200.0/24 proto boot shadows part of 10.132.0.0/14"
+                ),
+                "{out}"
+            );
+            healthy(&kl, "overlaps removed");
+            Ok(String::new())
+        },
     );
-    // --stale-after: b2's handshake is fresh but older than 1 s after a short wait.
-    std::thread::sleep(Duration::from_secs(2));
-    let (code, checks, out) = run_json(&kl, &["--stale-after", "1"]);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        has(&checks, "peers", "fail", "west/b2 (")
-            && has(&checks, "peers", "fail", "(stale: older than 1s)"),
-        "{out}"
+    checks.run("west's API down: the remote goes stale", || {
+        kl.apis["west"].set_down(true);
+        let (code, checks) = wait_for(
+            &kl,
+            "remote west failing",
+            &[],
+            Duration::from_secs(90),
+            |_, c| has(c, "remotes", "fail", "west: STALE since"),
+        );
+        kl.apis["west"].set_down(false);
+        eprintln!(
+            "west's API down: {:?}",
+            checks.iter().find(|c| c.0 == "remotes")
+        );
+        assert_eq!(code, 1);
+        assert!(has(&checks, "agent", "ok", ""), "{checks:?}");
+        healthy(&kl, "west synced again");
+        Ok(String::new())
+    });
+    checks.run("a peer down, and --stale-after", || {
+        lab.stop_agent("b1", libc::SIGTERM).expect("stop b1");
+        lab.restart_agent(NODE).expect("restart a1");
+        lab.wait_agent_ready(NODE, Duration::from_secs(10))
+            .expect("a1 ready");
+        let (code, checks) = wait_for(
+            &kl,
+            "peer b1 without handshake, b2 fine",
+            &[],
+            Duration::from_secs(30),
+            |_, c| {
+                has(c, "peers", "fail", "west/b1 (")
+                    && !has(c, "peers", "fail", "west/b2")
+                    && has(c, "remotes", "ok", "west: synced")
+            },
+        );
+        assert_eq!(code, 1);
+        let b1_endpoint = lab.endpoint("b1");
+        assert!(
+            has(
+                &checks,
+                "peers",
+                "fail",
+                &format!("west/b1 ({b1_endpoint}): no handshake")
+            ),
+            "{checks:?}"
+        );
+        // --stale-after: b2's handshake is fresh but older than 1 s after a short wait.
+        std::thread::sleep(Duration::from_secs(2));
+        let (code, checks, out) = run_json(&kl, &["--stale-after", "1"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            has(&checks, "peers", "fail", "west/b2 (")
+                && has(&checks, "peers", "fail", "(stale: older than 1s)"),
+            "{out}"
+        );
+        Ok(String::new())
+    });
+    checks.run(
+        "the agent stopped: a failing check, the rest still runs",
+        || {
+            lab.stop_agent(NODE, libc::SIGTERM).expect("stop a1");
+            let (code, checks, out) = run_json(&kl, &[]);
+            assert_eq!(code, 1, "{out}");
+            assert!(has(&checks, "agent", "fail", "not answering"), "{out}");
+            assert!(
+                has(&checks, "remotes", "skip", "agent not running"),
+                "{out}"
+            );
+            assert!(has(&checks, "peers", "skip", "agent not running"), "{out}");
+            assert!(has(&checks, "udp_port", "fail", "nothing listens"), "{out}");
+            assert!(has(&checks, "ip_forward", "ok", ""), "{out}");
+            Ok(String::new())
+        },
     );
-
-    // ----- the agent itself stopped: a failing check, and the rest still runs -----
-    lab.stop_agent(NODE, libc::SIGTERM).expect("stop a1");
-    let (code, checks, out) = run_json(&kl, &[]);
-    assert_eq!(code, 1, "{out}");
-    assert!(has(&checks, "agent", "fail", "not answering"), "{out}");
-    assert!(
-        has(&checks, "remotes", "skip", "agent not running"),
-        "{out}"
-    );
-    assert!(has(&checks, "peers", "skip", "agent not running"), "{out}");
-    assert!(has(&checks, "udp_port", "fail", "nothing listens"), "{out}");
-    assert!(has(&checks, "ip_forward", "ok", ""), "{out}");
-
-    // ----- another process holds the tunnel port: diagnose and the agent both name it -----
-    let port = lab.node(NODE).listen_port.to_string();
-    let mut squatter = lab
-        .spawn_in(&lab.node_ns(NODE), &["nc", "-u", "-l", port.as_str()])
-        .expect("nc");
-    let pid = squatter.id();
-    let held = format!("held by nc (pid {pid})");
-    let (code, _) = wait_for(
-        &kl,
-        "the squatter seen",
-        &[],
-        Duration::from_secs(5),
-        |_, c| has(c, "udp_port", "fail", &held),
-    );
-    assert_eq!(code, 1);
-    lab.start_agent(NODE).expect("start a1");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lab.agent_running(NODE) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        !lab.agent_running(NODE),
-        "the agent started although UDP {port} is taken"
-    );
-    let log = lab.agent_log(NODE);
-    assert!(
-        log.contains(&format!("bind UDP port {port}")) && log.contains(&held),
-        "{log}"
-    );
-    let _ = squatter.kill();
-    let _ = squatter.wait();
+    checks.run("another process holds the tunnel port", || {
+        let port = lab.node(NODE).listen_port.to_string();
+        let mut squatter = lab
+            .spawn_in(&lab.node_ns(NODE), &["nc", "-u", "-l", port.as_str()])
+            .expect("nc");
+        let pid = squatter.id();
+        let held = format!("held by nc (pid {pid})");
+        let (code, _) = wait_for(
+            &kl,
+            "the squatter seen",
+            &[],
+            Duration::from_secs(5),
+            |_, c| has(c, "udp_port", "fail", &held),
+        );
+        assert_eq!(code, 1);
+        lab.start_agent(NODE).expect("start a1");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lab.agent_running(NODE) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            !lab.agent_running(NODE),
+            "the agent started although UDP {port} is taken"
+        );
+        let log = lab.agent_log(NODE);
+        assert!(
+            log.contains(&format!("bind UDP port {port}")) && log.contains(&held),
+            "{log}"
+        );
+        let _ = squatter.kill();
+        let _ = squatter.wait();
+        Ok(String::new())
+    });
+    checks.assert_all();
 }
 
 #[test]

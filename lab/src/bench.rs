@@ -415,6 +415,11 @@ pub fn teardown_mode(lab: &Lab, guard: &ModeGuard) {
                 if let Err(e) = lab.stop_agent(n, libc::SIGTERM) {
                     eprintln!("warning: {e}");
                 }
+                // SIGTERM leaves the device, routes and guards (fail closed); the next mode
+                // routes the same CIDRs without us.
+                if let Err(e) = lab.cleanup_agent(n) {
+                    eprintln!("warning: cleanup on {n}: {e:#}");
+                }
             }
         }
         _ => stop_children(guard),

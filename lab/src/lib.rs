@@ -761,6 +761,16 @@ impl Lab {
     }
 
     /// The raw output of `sdn-tunnel status`.
+    /// `sdn-tunnel cleanup` for `node` (its device, routes, nft tables and sockets): a stopped
+    /// agent leaves them in place on purpose (fail closed), so whatever uses the node next
+    /// without our agent (the benchmark's other modes) needs this first.
+    pub fn cleanup_agent(&self, node: &str) -> Result<()> {
+        let bin = self.bin()?.to_string_lossy().into_owned();
+        let cfg = self.agent_config_path(node).to_string_lossy().into_owned();
+        netns::exec_ok(&self.node_ns(node), &[&bin, "cleanup", "--config", &cfg])?;
+        Ok(())
+    }
+
     pub fn status_output(&self, node: &str, json: bool) -> Output {
         let bin = match self.bin() {
             Ok(b) => b.to_string_lossy().into_owned(),

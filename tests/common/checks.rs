@@ -36,6 +36,18 @@ impl Checks {
         self.results.iter().filter(|r| r.1.is_err()).count()
     }
 
+    /// For a normal `#[test]`: prints the summary and panics naming the failed checks.
+    pub fn assert_all(self) {
+        let failed: Vec<String> = self
+            .results
+            .iter()
+            .filter_map(|(name, r, _)| r.as_ref().err().map(|e| format!("{name}: {e}")))
+            .collect();
+        let total = self.results.len();
+        eprintln!("\n=== {total} checks, {} failed", failed.len());
+        assert!(failed.is_empty(), "failed checks:\n{}", failed.join("\n"));
+    }
+
     /// Prints the summary; exits 1 if any check failed.
     pub fn finish(self) {
         eprintln!("\n=== summary");
