@@ -204,3 +204,42 @@ remotes:
     podCIDRs: []
     context: x
 """)
+
+
+# ---- tun_offload ----------------------------------------------------------------------------
+def csum(data, start=0):
+    if len(data) % 2:
+        data += b"\0"
+    s = start + sum(struct.unpack(">%dH" % (len(data) // 2), data))
+    while s > 0xFFFF:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def tcp_segment(v6, seq, ip_id, payload, flags=0x10):
+    tcp = struct.pack(">HHIIBBHHH", 40000, 80, seq, 77, 5 << 4, flags, 500, 0, 0) + payload
+    if v6:
+        src, dst = bytes([0xFD] + [0] * 14 + [1]), bytes([0xFD] + [0] * 14 + [2])
+        ip = struct.pack(">IHBB", 6 << 28, len(tcp), 6, 64) + src + dst
+        pseudo = sum(struct.unpack(">16H", src + dst)) + 6 + len(tcp)
+    else:
+        src, dst = bytes([10, 128, 0, 5]), bytes([10, 132, 0, 7])
+        ip = struct.pack(">BBHHHBBH", 0x45, 0, 20 + len(tcp), ip_id, 0x4000, 64, 6, 0) + src + dst
+        ip = ip[:10] + struct.pack(">H", csum(ip)) + ip[12:]
+        pseudo = sum(struct.unpack(">4H", src + dst)) + 6 + len(tcp)
+    tcp = tcp[:16] + struct.pack(">H", csum(tcp, pseudo)) + tcp[18:]
+    return ip + tcp
+
+
+def vnet(flags, gso_type, gso_size, csum_start=0, csum_offset=0):
+    return struct.pack("<BBHHHH", flags, gso_type, 0, gso_size, csum_start, csum_offset)
+
+
+for v6 in (False, True):
+    fam = "v6" if v6 else "v4"
+    big = tcp_segment(v6, 1000, 0x100, bytes(range(256)) * 12, flags=0x18)
+    put("tun_offload", f"split-tso-{fam}", b"\0" + vnet(1, 4 if v6 else 1, 1000) + big)
+    put("tun_offload", f"split-plain-{fam}", b"\0" + vnet(0, 0, 0) + tcp_segment(v6, 1, 1, b"hi"))
+    segs = [tcp_segment(v6, 1000 + 500 * i, 0x100 + i, bytes([i]) * 500) for i in range(4)]
+    segs.append(tcp_segment(v6, 3000, 0x104, b"end", flags=0x18))
+    put("tun_offload", f"gro-stream-{fam}", b"\1" + b"".join(struct.pack(">H", len(s)) + s for s in segs))

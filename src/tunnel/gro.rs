@@ -44,8 +44,12 @@ fn candidate(pkt: &[u8]) -> Option<Seg> {
     let (v6, ip_len) = match pkt.first()? >> 4 {
         4 if pkt.len() >= 40 && pkt[0] == 0x45 && pkt[9] == 6 => {
             let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
-            // MF or a fragment offset: never.
-            if total != pkt.len() || u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0 {
+            // MF or a fragment offset: never; nor a header whose checksum is wrong (joining
+            // would rewrite it as a good one).
+            if total != pkt.len()
+                || u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0
+                || !checksum_is_canonical(sum16(0, &pkt[..20]), &pkt[10..12])
+            {
                 return None;
             }
             (false, 20)
@@ -66,12 +70,8 @@ fn candidate(pkt: &[u8]) -> Option<Seg> {
     if tcp_len < 20 || pkt.len() <= hdrs || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH) {
         return None;
     }
-    // The checksum must hold (summing over a correct field gives 0 after fold).
-    if fold(sum16(
-        pseudo_sum(pkt, 6, pkt.len() - ip_len),
-        &pkt[ip_len..],
-    )) != 0
-    {
+    let all = sum16(pseudo_sum(pkt, 6, pkt.len() - ip_len), &pkt[ip_len..]);
+    if !checksum_is_canonical(all, &pkt[t + 16..t + 18]) {
         return None;
     }
     Some(Seg {
@@ -82,6 +82,15 @@ fn candidate(pkt: &[u8]) -> Option<Seg> {
         flags,
         payload: pkt.len() - hdrs,
     })
+}
+
+/// Whether `field` holds the checksum of data whose sum (field included) is `sum_with_field`,
+/// written the way we write it when cutting (`offload.rs`): valid, and in the same one of its
+/// two representations, so that joining and cutting again gives back the same bytes.
+fn checksum_is_canonical(sum_with_field: u64, field: &[u8]) -> bool {
+    let f = u16::from_be_bytes([field[0], field[1]]);
+    // The sum with the field zeroed: take f out (one's complement: add its complement).
+    fold(sum_with_field + u64::from(!f)) == f
 }
 
 pub struct Coalescer {
@@ -172,16 +181,23 @@ impl Coalescer {
             // Version, traffic class and flow label; hop limit; addresses.
             same(0..4) && same(7..40)
         } else {
-            // TOS (with ECN), DF, TTL, protocol, addresses.
-            same(1..2) && head[6] & 0x40 == pkt[6] & 0x40 && same(8..10) && same(12..20)
+            // TOS (with ECN), DF, TTL, protocol, addresses; the IP ID one more per segment
+            // (as senders number them and as the segmentation will again).
+            let id = |p: &[u8]| u16::from_be_bytes([p[4], p[5]]);
+            same(1..2)
+                && head[6] & 0x40 == pkt[6] & 0x40
+                && same(8..10)
+                && same(12..20)
+                && id(pkt) == id(head).wrapping_add(self.segments as u16)
         };
         let t = first.ip_len;
-        // Ports; ACK number; data offset; window; options.
+        // Ports; ACK number; data offset; window; urgent pointer (meaningless without URG,
+        // but it is cut back from the first header); options.
         ip_same
             && same(t..t + 4)
             && same(t + 8..t + 13)
             && same(t + 14..t + 16)
-            && same(t + 20..first.hdrs)
+            && same(t + 18..first.hdrs)
     }
 
     /// Writes what is pending: a lone segment as it is, several as one super-packet.
@@ -372,6 +388,39 @@ mod tests {
         s[1][60] ^= 0xff;
         let out = run(&s);
         assert_eq!(out[1], Out::Plain(s[1].clone()), "{out:?}");
+        // An IPv4 ID that does not follow, an IPv4 header checksum that is wrong.
+        let mut s = stream(false, 80, &[1000, 1000], false);
+        s[1][5] ^= 0x10;
+        let c = fold(sum16(0, &{
+            let mut h = s[1][..20].to_vec();
+            h[10..12].fill(0);
+            h
+        }));
+        s[1][10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(
+            run(&s),
+            vec![Out::Plain(s[0].clone()), Out::Plain(s[1].clone())]
+        );
+        let mut s = stream(false, 80, &[1000, 1000], false);
+        s[1][10] ^= 0x01;
+        assert_eq!(
+            run(&s),
+            vec![Out::Plain(s[0].clone()), Out::Plain(s[1].clone())]
+        );
+        // A different urgent pointer (found by fuzzing: it was not compared, and the joined
+        // super-packet cut back with the first segment's).
+        let mut s = stream(false, 80, &[1000, 1000], false);
+        s[1][39] = 0xff;
+        let c = fold(sum16(pseudo_sum(&s[1], 6, s[1].len() - 20), &{
+            let mut t = s[1][20..].to_vec();
+            t[16..18].fill(0);
+            t
+        }));
+        s[1][36..38].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(
+            run(&s),
+            vec![Out::Plain(s[0].clone()), Out::Plain(s[1].clone())]
+        );
         // Not TCP, a SYN, a different ACK number.
         let mut udp = s[0].clone();
         udp[9] = 17;
