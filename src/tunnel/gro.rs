@@ -248,45 +248,19 @@ mod tests {
     use crate::tunnel::offload;
 
     /// Segment `i` of a stream: `size` payload bytes at seq 1000 + offset, IPv4 ID 0x100 + i,
-    /// valid checksums. `port` tells flows apart.
+    /// 12 bytes of TCP options (timestamps), valid checksums. `port` tells flows apart.
     fn segment(v6: bool, port: u16, i: usize, offset: usize, size: usize, flags: u8) -> Vec<u8> {
-        let ip_len = if v6 { 40 } else { 20 };
-        let total = ip_len + 32 + size; // TCP with 12 bytes of options (timestamps)
-        let mut p = vec![0u8; total];
-        if v6 {
-            p[0] = 0x60;
-            p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
-            p[6] = 6;
-            p[7] = 64;
-            p[8..24].copy_from_slice(&[0xfd, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]);
-            p[24..40].copy_from_slice(&[0xfd, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
-        } else {
-            p[0] = 0x45;
-            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            p[4..6].copy_from_slice(&(0x100 + i as u16).to_be_bytes());
-            p[6] = 0x40;
-            p[8] = 63;
-            p[9] = 6;
-            p[12..16].copy_from_slice(&[10, 132, 0, 5]);
-            p[16..20].copy_from_slice(&[10, 128, 0, 7]);
-            let c = fold(sum16(0, &p[..20]));
-            p[10..12].copy_from_slice(&c.to_be_bytes());
-        }
-        let t = ip_len;
-        p[t..t + 2].copy_from_slice(&port.to_be_bytes());
-        p[t + 2..t + 4].copy_from_slice(&40000u16.to_be_bytes());
-        p[t + 4..t + 8].copy_from_slice(&(1000 + offset as u32).to_be_bytes());
-        p[t + 8..t + 12].copy_from_slice(&555u32.to_be_bytes());
-        p[t + 12] = 8 << 4;
-        p[t + 13] = flags;
-        p[t + 14..t + 16].copy_from_slice(&500u16.to_be_bytes());
-        p[t + 20..t + 32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 3]);
-        for (k, b) in p[t + 32..].iter_mut().enumerate() {
-            *b = (offset + k) as u8;
-        }
-        let sum = sum16(pseudo_sum(&p, 6, total - ip_len), &p[ip_len..]);
-        p[t + 16..t + 18].copy_from_slice(&fold(sum).to_be_bytes());
-        p
+        let payload: Vec<u8> = (0..size).map(|k| (offset + k) as u8).collect();
+        offload::test_packet::tcp(&offload::test_packet::Tcp {
+            v6,
+            ip_id: 0x100 + i as u16,
+            tos: 0,
+            src_port: port,
+            seq: 1000 + offset as u32,
+            flags,
+            options: &[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 3],
+            payload: &payload,
+        })
     }
 
     /// A stream of `sizes` segments (PSH on the last when `psh`).

@@ -242,17 +242,31 @@ fn segment_tcp(
     Ok(count)
 }
 
+/// Test packets for the offload and GRO tests: TCP over IPv4 (10.128.0.5 -> 10.132.0.7, DF,
+/// TTL 64) or IPv6 (fd00::1 -> fd00::2, hop limit 64), to port 80, with valid checksums.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_packet {
+    use super::{fold, pseudo_sum, sum16};
 
-    /// A TCP packet with valid checksums: IPv4 (ID 0x1234, DF) or IPv6, `payload` bytes,
-    /// the given TCP flags, seq 1000.
-    fn tcp_packet(v6: bool, payload: &[u8], flags: u8) -> Vec<u8> {
-        let ip_len = if v6 { 40 } else { 20 };
-        let total = ip_len + 20 + payload.len();
+    pub struct Tcp<'a> {
+        pub v6: bool,
+        pub ip_id: u16,
+        /// IPv4 TOS (with the ECN bits).
+        pub tos: u8,
+        pub src_port: u16,
+        pub seq: u32,
+        pub flags: u8,
+        /// A multiple of 4 bytes.
+        pub options: &'a [u8],
+        pub payload: &'a [u8],
+    }
+
+    pub fn tcp(spec: &Tcp) -> Vec<u8> {
+        let ip_len = if spec.v6 { 40 } else { 20 };
+        let tcp_len = 20 + spec.options.len();
+        let total = ip_len + tcp_len + spec.payload.len();
         let mut p = vec![0u8; total];
-        if v6 {
+        if spec.v6 {
             p[0] = 0x60;
             p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
             p[6] = 6;
@@ -261,9 +275,9 @@ mod tests {
             p[24..40].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
         } else {
             p[0] = 0x45;
-            p[1] = 0x02; // ECN: ECT(0)
+            p[1] = spec.tos;
             p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+            p[4..6].copy_from_slice(&spec.ip_id.to_be_bytes());
             p[6] = 0x40;
             p[8] = 64;
             p[9] = 6;
@@ -273,17 +287,38 @@ mod tests {
             p[10..12].copy_from_slice(&c.to_be_bytes());
         }
         let t = ip_len;
-        p[t..t + 2].copy_from_slice(&40000u16.to_be_bytes());
+        p[t..t + 2].copy_from_slice(&spec.src_port.to_be_bytes());
         p[t + 2..t + 4].copy_from_slice(&80u16.to_be_bytes());
-        p[t + 4..t + 8].copy_from_slice(&1000u32.to_be_bytes());
+        p[t + 4..t + 8].copy_from_slice(&spec.seq.to_be_bytes());
         p[t + 8..t + 12].copy_from_slice(&77u32.to_be_bytes());
-        p[t + 12] = 5 << 4;
-        p[t + 13] = flags;
+        p[t + 12] = ((tcp_len / 4) as u8) << 4;
+        p[t + 13] = spec.flags;
         p[t + 14..t + 16].copy_from_slice(&64240u16.to_be_bytes());
-        p[t + 20..].copy_from_slice(payload);
+        p[t + 20..t + tcp_len].copy_from_slice(spec.options);
+        p[t + tcp_len..].copy_from_slice(spec.payload);
         let sum = sum16(pseudo_sum(&p, 6, total - ip_len), &p[ip_len..]);
         p[t + 16..t + 18].copy_from_slice(&fold(sum).to_be_bytes());
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCP packet with valid checksums: IPv4 (ID 0x1234, ECT(0)) or IPv6, no TCP options,
+    /// `payload` bytes, the given TCP flags, seq 1000.
+    fn tcp_packet(v6: bool, payload: &[u8], flags: u8) -> Vec<u8> {
+        test_packet::tcp(&test_packet::Tcp {
+            v6,
+            ip_id: 0x1234,
+            tos: 0x02,
+            src_port: 40000,
+            seq: 1000,
+            flags,
+            options: &[],
+            payload,
+        })
     }
 
     /// Summing a packet with a correct checksum field gives 0 after fold.
