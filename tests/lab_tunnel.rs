@@ -32,6 +32,19 @@ fn logs(lab: &Lab) -> String {
         .join("\n")
 }
 
+/// `bytes` over TCP from pod 0 of `from` to pod 0 of `to` (IPv4), both ends checksummed;
+/// panics with the agents' logs when it fails.
+fn pod_transfer(lab: &Lab, from: &str, to: &str, port: u16, bytes: u64) {
+    tcp_transfer(
+        &lab.pod_ns(from, 0),
+        &lab.pod_ns(to, 0),
+        IpAddr::V4(lab.pod_ip(to, 0)),
+        port,
+        bytes,
+    )
+    .unwrap_or_else(|e| panic!("{from} -> {to}: {e:#}\n{}", logs(lab)));
+}
+
 fn guard() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -147,14 +160,7 @@ fn wg_show_works_against_the_agent() {
     }
     assert!(before.contains("latest handshake:"), "{before}");
     assert!(before.contains("allowed ips: 10.132.0.0/24"), "{before}");
-    tcp_transfer(
-        &lab.pod_ns("a1", 0),
-        &lab.pod_ns("b1", 0),
-        IpAddr::V4(lab.pod_ip("b1", 0)),
-        7100,
-        4 * MIB,
-    )
-    .unwrap();
+    pod_transfer(&lab, "a1", "b1", 7100, 4 * MIB);
     let after = wg_show(&lab, "a1");
     assert!(
         transfer_bytes(&after) > transfer_bytes(&before) + 3 * MIB,
@@ -186,14 +192,7 @@ fn interop_with(program: Option<std::path::PathBuf>) {
     assert!(lab.ping(&lab.pod_ns("a1", 0), n1));
     assert!(lab.ping(&lab.pod_ns("n1", 0), a1));
     for (from, to, port) in [("a1", "n1", 7200), ("n1", "b2", 7201)] {
-        tcp_transfer(
-            &lab.pod_ns(from, 0),
-            &lab.pod_ns(to, 0),
-            IpAddr::V4(lab.pod_ip(to, 0)),
-            port,
-            10 * MIB,
-        )
-        .unwrap_or_else(|e| panic!("{from} -> {to}: {e:#}\n{}", logs(&lab)));
+        pod_transfer(&lab, from, to, port, 10 * MIB);
     }
     // wireguard-go's own view: a handshake with our agent and traffic both ways.
     let out = lab.wg_show("n1");
@@ -364,14 +363,7 @@ fn ipv6_underlay() {
         .unwrap()
         .to_string();
     assert!(ep.starts_with("[fd00:77::"), "{ep}");
-    tcp_transfer(
-        &lab.pod_ns("a2", 0),
-        &lab.pod_ns("b2", 0),
-        IpAddr::V4(lab.pod_ip("b2", 0)),
-        7300,
-        10 * MIB,
-    )
-    .unwrap();
+    pod_transfer(&lab, "a2", "b2", 7300, 10 * MIB);
 }
 
 #[test]
@@ -410,14 +402,7 @@ fn mss_clamping_keeps_mtu_1500_pods_working_without_icmp() {
     );
     assert!(small.status.success(), "{small:?}");
     for (from, to, port) in [("a1", "b1", 7400), ("b1", "a1", 7401)] {
-        tcp_transfer(
-            &lab.pod_ns(from, 0),
-            &lab.pod_ns(to, 0),
-            IpAddr::V4(lab.pod_ip(to, 0)),
-            port,
-            10 * MIB,
-        )
-        .unwrap_or_else(|e| panic!("{from} -> {to}: {e:#}"));
+        pod_transfer(&lab, from, to, port, 10 * MIB);
     }
     let table = nft_tables(&lab, "a1");
     assert!(table.contains("sdn_tunnel"), "{table}");
@@ -446,14 +431,7 @@ fn tso_super_packets_are_cut_and_arrive_intact_with_offloads_on_and_off() {
     let lab = lab(LabOptions::default());
     let transfer_both_ways = |port: u16| {
         for (from, to, port) in [("a1", "b1", port), ("b1", "a1", port + 1)] {
-            tcp_transfer(
-                &lab.pod_ns(from, 0),
-                &lab.pod_ns(to, 0),
-                IpAddr::V4(lab.pod_ip(to, 0)),
-                port,
-                32 * MIB,
-            )
-            .unwrap_or_else(|e| panic!("{from} -> {to}: {e:#}\n{}", logs(&lab)));
+            pod_transfer(&lab, from, to, port, 32 * MIB);
         }
     };
 
