@@ -53,6 +53,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
+    // Before the device is touched: a second agent on it would share its queues and port.
+    let _instance = crate::instance_lock::InstanceLock::acquire(&cfg.tunnel.device)?;
     let key = load_or_create_key(&cfg, local_api.is_some())?;
     let (device, routes) = bring_up_tunnel(&cfg, key).await?;
 
@@ -127,8 +129,12 @@ pub async fn run(cfg: Config) -> Result<()> {
 /// Liveness watches the packet threads and the timers from the start.
 fn device_health(device: &Device) -> crate::health::Health {
     let health = crate::health::Health::default();
-    health.watch("tunnel tx thread", device.beats.tx.clone());
-    health.watch("tunnel rx thread", device.beats.rx.clone());
+    for (q, beat) in device.beats.tx.iter().enumerate() {
+        health.watch(format!("tunnel tx thread {q}"), beat.clone());
+    }
+    for (q, beat) in device.beats.rx.iter().enumerate() {
+        health.watch(format!("tunnel rx thread {q}"), beat.clone());
+    }
     health.watch("tunnel timers", device.beats.timers.clone());
     health
 }
@@ -357,8 +363,14 @@ async fn bring_up_tunnel(cfg: &Config, key: [u8; 32]) -> Result<(Arc<Device>, Ro
     if host::enable_ip_forward(any_ipv6).context("enable IP forwarding")? {
         tracing::info!("enabled IP forwarding (needed to forward pod traffic into the tunnel)");
     }
-    let (tun, offloads) = Tun::create(&t.device, t.offloads).context("create the tunnel device")?;
-    match offloads {
+    let queues = t.queue_count();
+    let opened = Tun::create(&t.device, t.offloads, queues).context("create the tunnel device")?;
+    if opened.single_queue_device && queues > 1 {
+        tracing::warn!(device = %t.device, queues,
+            "the tunnel device was created without multi-queue (by an earlier version); \
+             running one queue. `sdn-tunnel cleanup` while the agent is stopped recreates it");
+    }
+    match opened.offloads {
         Offloads::On => tracing::info!(device = %t.device, "TUN offloads on (TSO, checksum)"),
         Offloads::Refused(why) => tracing::warn!(device = %t.device, reason = %why,
             "TUN offloads refused by the kernel; packets are read one by one (slower, correct)"),
@@ -375,8 +387,8 @@ async fn bring_up_tunnel(cfg: &Config, key: [u8; 32]) -> Result<(Arc<Device>, Ro
         .await
         .with_context(|| format!("bring {} up with mtu {}", t.device, t.mtu))?;
     host::set_rp_filter_loose(&t.device).context("set rp_filter")?;
-    let udp = Udp::bind(t.listen_port, t.udp_buffer_bytes)?;
-    let device = Device::new(tun, udp, key)?;
+    let udps = Udp::bind_group(t.listen_port, t.udp_buffer_bytes, opened.queues.len())?;
+    let device = Device::with_queues(opened.queues.into_iter().zip(udps).collect(), key)?;
     let (rcv, snd) = device.udp_buffer_sizes();
     let (udp_gso, udp_gro) = device.udp_offloads();
     tracing::info!(
@@ -387,6 +399,7 @@ async fn bring_up_tunnel(cfg: &Config, key: [u8; 32]) -> Result<(Arc<Device>, Ro
         udp_sndbuf = snd,
         udp_gso,
         udp_gro,
+        queues = device.queue_count(),
         "tunnel up"
     );
     Ok((device, routes))

@@ -292,6 +292,30 @@ pub struct TunnelConfig {
     /// TUN offloads (TSO and checksum offload through virtio-net headers); on by default.
     #[serde(default = "default_true")]
     pub offloads: bool,
+    /// Queues of the device, each with its own pair of packet threads. Default: the CPUs
+    /// available to the process, at most [`AUTO_QUEUES_MAX`].
+    #[serde(default)]
+    pub queues: Option<u16>,
+}
+
+/// The most queues chosen automatically: each queue holds ~6 MiB of batch buffers, and past a
+/// few queues the one-peer-per-socket receive side gains nothing for the memory.
+pub const AUTO_QUEUES_MAX: usize = 8;
+/// The most queues that may be configured.
+pub const QUEUES_MAX: u16 = 64;
+
+impl TunnelConfig {
+    /// The configured queue count, or the CPUs available to this process (affinity and
+    /// cgroup quota included), at most [`AUTO_QUEUES_MAX`].
+    pub fn queue_count(&self) -> usize {
+        match self.queues {
+            Some(n) => usize::from(n.max(1)),
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(AUTO_QUEUES_MAX),
+        }
+    }
 }
 
 impl Default for TunnelConfig {
@@ -307,6 +331,7 @@ impl Default for TunnelConfig {
             run_dir: default_run_dir(),
             endpoint: EndpointPolicy::default(),
             offloads: true,
+            queues: None,
         }
     }
 }

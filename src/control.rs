@@ -25,6 +25,15 @@ pub struct AgentStatus {
     pub started_at_unix: u64,
     pub udp_receive_buffer: usize,
     pub udp_send_buffer: usize,
+    /// Queues of the device (each a TUN queue, a socket and a thread pair).
+    #[serde(default)]
+    pub queues: usize,
+    /// Per queue: reads from its TUN queue (packets or TSO super-packets leaving) and
+    /// datagrams received on its socket (arriving): how the kernel spread the work.
+    #[serde(default)]
+    pub queue_tun_reads: Vec<u64>,
+    #[serde(default)]
+    pub queue_udp_datagrams: Vec<u64>,
     pub peers: Vec<PeerStatus>,
     pub counters: CountersSnapshot,
     pub rejected: Vec<Rejected>,
@@ -162,6 +171,9 @@ pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
         started_at_unix: facts.started_at_unix,
         udp_receive_buffer: rcv,
         udp_send_buffer: snd,
+        queues: dev.queue_count(),
+        queue_tun_reads: dev.queue_counters().iter().map(|c| c.0).collect(),
+        queue_udp_datagrams: dev.queue_counters().iter().map(|c| c.1).collect(),
         peers: dev
             .peers()
             .peers

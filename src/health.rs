@@ -45,7 +45,7 @@ impl Beat {
 
 #[derive(Default)]
 pub struct Health {
-    beats: Mutex<Vec<(&'static str, Beat)>>,
+    beats: Mutex<Vec<(String, Beat)>>,
     kernel_programmed: AtomicBool,
 }
 
@@ -65,11 +65,11 @@ impl Health {
     }
 
     /// Watches a beat that was created elsewhere (the device's packet threads).
-    pub fn watch(&self, name: &'static str, beat: Beat) {
+    pub fn watch(&self, name: impl Into<String>, beat: Beat) {
         self.beats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((name, beat));
+            .push((name.into(), beat));
     }
 
     pub fn set_kernel_programmed(&self) {
@@ -81,12 +81,12 @@ impl Health {
     }
 
     /// Ages of every watched loop.
-    pub fn ages(&self) -> Vec<(&'static str, Duration)> {
+    pub fn ages(&self) -> Vec<(String, Duration)> {
         self.beats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(n, b)| (*n, b.age()))
+            .map(|(n, b)| (n.clone(), b.age()))
             .collect()
     }
 
@@ -96,7 +96,7 @@ impl Health {
 }
 
 /// Pure: every loop ticked within `limit`.
-pub fn liveness(ages: &[(&str, Duration)], limit: Duration) -> Verdict {
+pub fn liveness<N: AsRef<str>>(ages: &[(N, Duration)], limit: Duration) -> Verdict {
     if ages.is_empty() {
         return Verdict {
             ok: false,
@@ -106,7 +106,7 @@ pub fn liveness(ages: &[(&str, Duration)], limit: Duration) -> Verdict {
     let lines: Vec<String> = ages
         .iter()
         .filter(|(_, age)| *age > limit)
-        .map(|(name, age)| format!("{name}: no progress for {}s", age.as_secs()))
+        .map(|(name, age)| format!("{}: no progress for {}s", name.as_ref(), age.as_secs()))
         .collect();
     Verdict {
         ok: lines.is_empty(),
@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn no_loops_is_not_alive() {
-        assert!(!liveness(&[], S(60)).ok);
+        assert!(!liveness::<&str>(&[], S(60)).ok);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod health;
 pub mod host;
 pub mod http;
+pub mod instance_lock;
 pub mod keys;
 pub mod link;
 pub mod listen;

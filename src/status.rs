@@ -199,6 +199,16 @@ fn render_interface(s: &mut String, r: &StatusReport) {
 fn render_agent(s: &mut String, a: &AgentStatus) {
     let _ = writeln!(s, "  public key: {}", a.public_key);
     let _ = writeln!(s, "  listening port: {}", a.listen_port);
+    if a.queues > 1 {
+        let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+        let _ = writeln!(
+            s,
+            "  queues: {} (device reads: {}; datagrams received: {})",
+            a.queues,
+            list(&a.queue_tun_reads),
+            list(&a.queue_udp_datagrams)
+        );
+    }
     let _ = writeln!(
         s,
         "  cluster: {}  node: {}  pid: {}",

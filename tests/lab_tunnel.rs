@@ -542,3 +542,99 @@ fn icmp_and_ip_fragments_pass_with_offloads_on() {
     let c = &status_json(&lab, "a1")["agent"]["counters"];
     assert_eq!(c["droppedBadPacket"], 0, "{c}");
 }
+
+#[test]
+fn queues_carry_traffic_and_a_device_has_one_agent() {
+    if !common::require_root() {
+        return;
+    }
+    let _g = guard();
+    let lab = Lab::up(LabOptions {
+        bin: Some(env!("CARGO_BIN_EXE_sdn-tunnel").into()),
+        start_agents: false,
+        ..LabOptions::default()
+    })
+    .expect("lab up");
+    for node in lab.agent_nodes() {
+        let cfg = lab
+            .agent_config(&node)
+            .set_field("tunnel", "queues", serde_json::json!(2));
+        lab.write_agent_config(&node, &cfg).unwrap();
+        lab.start_agent(&node).unwrap();
+    }
+    lab.wait_connected(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+
+    // 16 flows each way between a1 and b1 at once, all intact.
+    std::thread::scope(|s| {
+        for i in 0..16u16 {
+            let lab = &lab;
+            s.spawn(move || pod_transfer(lab, "a1", "b1", 7600 + i, 2 * MIB));
+            s.spawn(move || pod_transfer(lab, "b1", "a1", 7620 + i, 2 * MIB));
+        }
+    });
+    for node in ["a1", "b1"] {
+        let a = &status_json(&lab, node)["agent"];
+        assert_eq!(a["queues"], 2, "{node}: {a}");
+        let sum = |k: &str| -> u64 {
+            let v = a[k]
+                .as_array()
+                .unwrap_or_else(|| panic!("{node}: no {k}: {a}"));
+            assert_eq!(v.len(), 2, "{node} {k}: {v:?}");
+            v.iter().map(|x| x.as_u64().unwrap()).sum()
+        };
+        // Every datagram the device counted arrived on one of the queues' sockets.
+        assert_eq!(
+            sum("queueUdpDatagrams"),
+            a["counters"]["rxDatagrams"].as_u64().unwrap(),
+            "{node}: {a}"
+        );
+        assert!(sum("queueTunReads") > 0, "{node}: {a}");
+        assert!(lab.status(node, false).contains("queues: 2"), "{node}");
+    }
+
+    // A second agent for a1's device in a1's namespace is refused and changes nothing.
+    let bin = env!("CARGO_BIN_EXE_sdn-tunnel");
+    let cfg = lab.agent_config_path("a1").to_string_lossy().into_owned();
+    let out = lab.exec(
+        &lab.node_ns("a1"),
+        &["timeout", "20", bin, "agent", "--config", &cfg],
+    );
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a second agent ran: {err}");
+    assert!(
+        err.contains("another sdn-tunnel agent already runs tunnel device"),
+        "{err}"
+    );
+    pod_transfer(&lab, "a1", "b1", 7650, 4 * MIB);
+
+    // A device an earlier version made without multi-queue: b1 runs it with one queue and
+    // says how to get more.
+    lab.stop_agent("b1", libc::SIGTERM).unwrap();
+    lab.cleanup_agent("b1").unwrap();
+    lab.exec_ok(
+        &lab.node_ns("b1"),
+        &[
+            "ip",
+            "tuntap",
+            "add",
+            "dev",
+            &lab.device("b1"),
+            "mode",
+            "tun",
+        ],
+    )
+    .unwrap();
+    lab.start_agent("b1").unwrap();
+    lab.wait_connected(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&lab)));
+    assert_eq!(status_json(&lab, "b1")["agent"]["queues"], 1);
+    assert!(
+        lab.agent_log("b1").contains("created without multi-queue"),
+        "{}",
+        lab.agent_log("b1")
+    );
+    pod_transfer(&lab, "a1", "b1", 7651, 4 * MIB);
+    pod_transfer(&lab, "b1", "a1", 7652, 4 * MIB);
+}

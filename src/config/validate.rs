@@ -258,6 +258,17 @@ impl Checker {
                 format!("{} is too small; use at least 65536", t.udp_buffer_bytes),
             );
         }
+        if let Some(q) = t.queues {
+            if !(1..=super::QUEUES_MAX).contains(&q) {
+                self.err(
+                    "tunnel.queues",
+                    format!(
+                        "{q} is out of range 1..={} (leave it out for one per available CPU)",
+                        super::QUEUES_MAX
+                    ),
+                );
+            }
+        }
         if RESERVED_ROUTE_PROTOCOLS.contains(&t.route_protocol) {
             self.err(
                 "tunnel.routeProtocol",
@@ -1059,6 +1070,21 @@ mod tests {
         let mut cfg = example();
         cfg.tunnel.udp_buffer_bytes = 65535;
         assert_error(&cfg, "tunnel.udpBufferBytes", "at least 65536");
+        for (queues, ok) in [(0, false), (1, true), (64, true), (65, false)] {
+            let mut cfg = example();
+            cfg.tunnel.queues = Some(queues);
+            if ok {
+                assert!(errors(&cfg).is_empty());
+                assert_eq!(cfg.tunnel.queue_count(), usize::from(queues));
+            } else {
+                assert_error(&cfg, "tunnel.queues", "out of range 1..=64");
+            }
+        }
+        let auto = example().tunnel.queue_count();
+        assert!(
+            (1..=crate::config::AUTO_QUEUES_MAX).contains(&auto),
+            "{auto}"
+        );
         let mut cfg = example();
         cfg.tunnel.route_protocol = 4;
         assert_error(&cfg, "tunnel.routeProtocol", "well-known");

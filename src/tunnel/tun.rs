@@ -10,6 +10,13 @@
 //! header and up to 64 KiB of TCP that the device segments itself (`offload.rs`), and a write
 //! carries a header saying "nothing to do". Without them, offloads are switched off
 //! explicitly: a persistent device may still have them from an earlier agent.
+//!
+//! Multi-queue: the device is created with `IFF_MULTI_QUEUE` and opened once per queue; the
+//! kernel spreads what it routes into the device over the queues by flow hash (one flow
+//! stays on one queue, so its packets stay in order), and each queue has its own packet
+//! threads. A device an earlier version created without multi-queue keeps one queue (the
+//! kernel cannot change that on a live device); `sdn-tunnel cleanup` before the next start
+//! recreates it.
 
 use std::ffi::CStr;
 use std::io;
@@ -19,6 +26,7 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const IFF_VNET_HDR: libc::c_int = 0x4000;
+const IFF_MULTI_QUEUE: libc::c_int = 0x0100;
 const TUN_F_CSUM: libc::c_ulong = 0x01;
 const TUN_F_TSO4: libc::c_ulong = 0x02;
 const TUN_F_TSO6: libc::c_ulong = 0x04;
@@ -40,6 +48,15 @@ pub enum Offloads {
     Off,
 }
 
+/// The queues of one device, opened by [`Tun::create`].
+pub struct Opened {
+    /// One fd per queue (at least one).
+    pub queues: Vec<Tun>,
+    pub offloads: Offloads,
+    /// The device existed without `IFF_MULTI_QUEUE` (made by an earlier version): one queue.
+    pub single_queue_device: bool,
+}
+
 #[repr(C)]
 struct IfReq {
     name: [libc::c_char; libc::IFNAMSIZ],
@@ -48,9 +65,10 @@ struct IfReq {
 }
 
 impl Tun {
-    /// Creates, or attaches to (after a restart), the persistent TUN device `name`, with TSO
-    /// and checksum offload when `offloads` (falling back to none where the kernel refuses).
-    pub fn create(name: &str, offloads: bool) -> io::Result<(Tun, Offloads)> {
+    /// Creates, or attaches to (after a restart), the persistent TUN device `name` with
+    /// `queues` queues, with TSO and checksum offload when `offloads` (falling back to none
+    /// where the kernel refuses).
+    pub fn create(name: &str, offloads: bool, queues: usize) -> io::Result<Opened> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -60,35 +78,74 @@ impl Tun {
         // The virtio-net header's fields are little-endian on the hosts we run on; a big-endian
         // host would need TUNSETVNETLE, so it goes without.
         let want = offloads && cfg!(target_endian = "little");
-        let tun = match Self::open(name, want) {
-            Err(e) if want && e.raw_os_error() == Some(libc::EINVAL) => {
-                let why = format!("IFF_VNET_HDR refused: {e}");
-                return Ok((
-                    Self::open(name, false)?.without_offloads()?,
-                    Offloads::Refused(why),
-                ));
+        let (first, mut state, multi_queue) = Self::open_first(name, want)?;
+        let vnet_hdr = first.vnet_hdr;
+        let mut tuns = vec![first];
+        if multi_queue {
+            for _ in 1..queues.max(1) {
+                tuns.push(Self::open(name, vnet_hdr, true).map_err(|e| tunsetiff_error(name, e))?);
             }
-            r => r?,
-        };
+        }
         if !want {
-            let state = if offloads {
+            state = if offloads {
                 Offloads::Refused("big-endian host".into())
             } else {
                 Offloads::Off
             };
-            return Ok((tun.without_offloads()?, state));
         }
-        let flags = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
-        // SAFETY: TUNSETOFFLOAD takes the flags by value.
-        if unsafe { libc::ioctl(tun.fd.as_raw_fd(), TUNSETOFFLOAD as _, flags) } < 0 {
-            let e = io::Error::last_os_error();
-            // The header stays (every packet then comes with GSO type "none"), harmless.
-            return Ok((tun, Offloads::Refused(format!("TUNSETOFFLOAD: {e}"))));
+        match state {
+            Offloads::On => {
+                let flags = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+                // SAFETY: TUNSETOFFLOAD takes the flags by value (one call sets the device).
+                if unsafe { libc::ioctl(tuns[0].fd.as_raw_fd(), TUNSETOFFLOAD as _, flags) } < 0 {
+                    let e = io::Error::last_os_error();
+                    // The header stays (every packet then comes with GSO type "none"), harmless.
+                    state = Offloads::Refused(format!("TUNSETOFFLOAD: {e}"));
+                }
+            }
+            _ => tuns[0].clear_offloads()?,
         }
-        Ok((tun, Offloads::On))
+        Ok(Opened {
+            queues: tuns,
+            offloads: state,
+            single_queue_device: !multi_queue,
+        })
     }
 
-    fn open(name: &str, vnet_hdr: bool) -> io::Result<Tun> {
+    /// The first queue: multi-queue with the header if we can; the header refused (EINVAL on
+    /// a kernel without it) falls back to none, a device made without multi-queue (EINVAL
+    /// too) to one queue. Returns the queue, the offload state so far, and multi-queue.
+    fn open_first(name: &str, vnet_hdr: bool) -> io::Result<(Tun, Offloads, bool)> {
+        let einval =
+            |r: &io::Result<Tun>| matches!(r, Err(e) if e.raw_os_error() == Some(libc::EINVAL));
+        let mut tries: Vec<(bool, bool)> = vec![(vnet_hdr, true), (vnet_hdr, false)];
+        if vnet_hdr {
+            tries.extend([(false, true), (false, false)]);
+        }
+        let mut last = None;
+        for (hdr, mq) in tries {
+            let r = Self::open(name, hdr, mq);
+            if einval(&r) {
+                last = Some(r);
+                continue;
+            }
+            let r = r.map_err(|e| tunsetiff_error(name, e));
+            let state = if hdr == vnet_hdr {
+                Offloads::On
+            } else {
+                Offloads::Refused("IFF_VNET_HDR refused (EINVAL)".into())
+            };
+            return r.map(|t| (t, state, mq));
+        }
+        Err(tunsetiff_error(
+            name,
+            last.expect("at least one attempt")
+                .err()
+                .expect("only errors are kept"),
+        ))
+    }
+
+    fn open(name: &str, vnet_hdr: bool, multi_queue: bool) -> io::Result<Tun> {
         let path = c"/dev/net/tun";
         // SAFETY: plain open(2) of a constant NUL-terminated path.
         let raw = unsafe {
@@ -110,6 +167,9 @@ impl Tun {
         if vnet_hdr {
             flags |= IFF_VNET_HDR;
         }
+        if multi_queue {
+            flags |= IFF_MULTI_QUEUE;
+        }
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
             flags: flags as libc::c_short,
@@ -120,11 +180,8 @@ impl Tun {
         }
         // SAFETY: TUNSETIFF reads/writes an ifreq, which IfReq mirrors (name + flags + padding).
         if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req) } < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("TUNSETIFF {name}: {e} (does a non-TUN device with that name exist, or is another agent running?)"),
-            ));
+            // Unwrapped, so that open_first can tell EINVAL; it adds the explanation.
+            return Err(io::Error::last_os_error());
         }
         // SAFETY: the kernel NUL-terminates the name it returns.
         let actual = unsafe { CStr::from_ptr(req.name.as_ptr()) }
@@ -147,7 +204,7 @@ impl Tun {
 
     /// Offloads off: a persistent device keeps the ones an earlier agent enabled, and without a
     /// virtio-net header a TSO super-packet could not be told from a packet.
-    fn without_offloads(self) -> io::Result<Tun> {
+    fn clear_offloads(&self) -> io::Result<()> {
         // SAFETY: TUNSETOFFLOAD takes the flags by value.
         if unsafe { libc::ioctl(self.fd.as_raw_fd(), TUNSETOFFLOAD as _, 0 as libc::c_ulong) } < 0 {
             let e = io::Error::last_os_error();
@@ -156,7 +213,7 @@ impl Tun {
                 format!("TUNSETOFFLOAD 0 on {}: {e}", self.name),
             ));
         }
-        Ok(self)
+        Ok(())
     }
 
     /// A "device" over any packet fd (e.g. one end of a SOCK_DGRAM socketpair): for fuzzing
@@ -232,6 +289,17 @@ impl Tun {
             Ok((n as usize).saturating_sub(NO_OFFLOAD.len()))
         }
     }
+}
+
+/// A failed attach, explained.
+fn tunsetiff_error(name: &str, e: io::Error) -> io::Error {
+    if e.raw_os_error().is_none() {
+        return e; // already explained (open, TUNSETPERSIST)
+    }
+    io::Error::new(
+        e.kind(),
+        format!("TUNSETIFF {name}: {e} (does a non-TUN device with that name exist, or another process hold it?)"),
+    )
 }
 
 impl AsRawFd for Tun {

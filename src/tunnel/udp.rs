@@ -34,17 +34,74 @@ pub struct Udp {
 
 impl Udp {
     pub fn bind(port: u16, buffer_bytes: u32) -> io::Result<Udp> {
-        let (sock, dual_stack) = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)) {
-            Ok(s) => {
+        let mut group = Self::bind_group(port, buffer_bytes, 1)?;
+        Ok(group.remove(0))
+    }
+
+    /// `count` sockets on one port (`SO_REUSEPORT` when more than one), one per packet queue:
+    /// the kernel hands each sender's datagrams (by 4-tuple hash) to one of them, so one
+    /// peer's packets stay in order on one receive thread. Only processes of our user can
+    /// join the group; a second agent is kept out by the single-instance lock before this.
+    ///
+    /// `SO_REUSEPORT` would also let us join a group that another process of our user opened
+    /// on the port (OpenBSD `nc -l` does), silently sharing the tunnel's traffic with it. So
+    /// the port is first bound without it (that fails if anything holds the port), and after
+    /// the group is bound, no socket but ours may be on the port.
+    pub fn bind_group(port: u16, buffer_bytes: u32, count: usize) -> io::Result<Vec<Udp>> {
+        let reuse = count > 1;
+        if reuse && port != 0 {
+            drop(Self::bind_one(port, 1 << 16, false, None)?);
+        }
+        let first = Self::bind_one(port, buffer_bytes, reuse, None)?;
+        let port = first.local_port()?;
+        let family = first.dual_stack;
+        let mut group = vec![first];
+        for _ in 1..count {
+            group.push(Self::bind_one(port, buffer_bytes, reuse, Some(family))?);
+        }
+        if reuse {
+            let holders = crate::port_owner::udp_port_holders(port)?;
+            if holders.len() > count {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "bind UDP port {port}: {} sockets on the port, {count} of them ours:                          another process joined it with SO_REUSEPORT (holders: {}); stop it or                          set tunnel.listenPort to a free port",
+                        holders.len(),
+                        crate::port_owner::describe(&holders)
+                    ),
+                ));
+            }
+        }
+        Ok(group)
+    }
+
+    /// One socket: dual-stack unless the host has no IPv6 (or `dual_stack` says otherwise).
+    fn bind_one(
+        port: u16,
+        buffer_bytes: u32,
+        reuse: bool,
+        dual_stack: Option<bool>,
+    ) -> io::Result<Udp> {
+        let v6 = match dual_stack {
+            Some(false) => None,
+            _ => Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).ok(),
+        };
+        let (sock, dual_stack) = match v6 {
+            Some(s) => {
                 s.set_only_v6(false)?;
+                if reuse {
+                    s.set_reuse_port(true)?;
+                }
                 let addr = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
                 match s.bind(&addr.into()) {
                     Ok(()) => (s, true),
-                    Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Self::v4(port)?,
+                    Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                        Self::v4(port, reuse)?
+                    }
                     Err(e) => return Err(bind_err(port, e)),
                 }
             }
-            Err(_) => Self::v4(port)?,
+            None => Self::v4(port, reuse)?,
         };
         sock.set_nonblocking(true)?;
         set_buffers(&sock, buffer_bytes as usize);
@@ -67,8 +124,11 @@ impl Udp {
         self.gso.store(false, Relaxed);
     }
 
-    fn v4(port: u16) -> io::Result<(Socket, bool)> {
+    fn v4(port: u16, reuse: bool) -> io::Result<(Socket, bool)> {
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        if reuse {
+            s.set_reuse_port(true)?;
+        }
         let addr = SocketAddr::from(([0, 0, 0, 0], port));
         s.bind(&addr.into()).map_err(|e| bind_err(port, e))?;
         Ok((s, false))
@@ -585,6 +645,67 @@ mod tests {
         );
         if tx.offloads().0 && rx.offloads().1 {
             assert!(coalesced >= 1, "GRO did not hand over a coalesced message");
+        }
+    }
+
+    #[test]
+    fn a_socket_group_shares_one_port_and_keeps_each_sender_on_one_socket() {
+        let group = Udp::bind_group(0, 1 << 20, 2).unwrap();
+        let port = group[0].local_port().unwrap();
+        assert_eq!(group[1].local_port().unwrap(), port);
+        // 32 senders, three datagrams each: the kernel picks a socket per sender (4-tuple
+        // hash), so all of a sender's datagrams arrive on one socket, and with 32 senders both
+        // sockets get some (all on one: probability 2^-31).
+        let senders: Vec<std::net::UdpSocket> = (0..32)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for round in 0..3u8 {
+            for (i, s) in senders.iter().enumerate() {
+                s.send_to(&[i as u8, round], ("127.0.0.1", port)).unwrap();
+            }
+        }
+        let mut seen: Vec<Vec<SocketAddr>> = vec![Vec::new(), Vec::new()];
+        let mut batch = RecvBatch::new(32, 2048);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.iter().map(Vec::len).sum::<usize>() < 96 && Instant::now() < deadline {
+            let mut any = false;
+            for (k, sock) in group.iter().enumerate() {
+                if let Ok(n) = sock.recv_batch(&mut batch) {
+                    any = true;
+                    for i in 0..n {
+                        seen[k].push(batch.srcs[i].unwrap());
+                    }
+                }
+            }
+            if !any {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        assert_eq!(seen[0].len() + seen[1].len(), 96, "datagrams lost");
+        assert!(
+            !seen[0].is_empty() && !seen[1].is_empty(),
+            "one socket got all: {seen:?}"
+        );
+        for src in &seen[0] {
+            assert!(!seen[1].contains(src), "{src} arrived on both sockets");
+        }
+        // A single socket (the default for one queue) does not ask for SO_REUSEPORT, so
+        // nothing else can bind its port.
+        let single = Udp::bind(0, 1 << 16).unwrap();
+        let p = single.local_port().unwrap();
+        assert!(Udp::bind_group(p, 1 << 16, 2).is_err());
+        // A socket of another program that set SO_REUSEPORT itself (OpenBSD `nc -l` does):
+        // the group must not join it.
+        let squatter = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        squatter.set_only_v6(false).unwrap();
+        squatter.set_reuse_port(true).unwrap();
+        squatter
+            .bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())
+            .unwrap();
+        let p = squatter.local_addr().unwrap().as_socket().unwrap().port();
+        match Udp::bind_group(p, 1 << 16, 2) {
+            Ok(_) => panic!("the group joined another program's SO_REUSEPORT socket"),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}"),
         }
     }
 }

@@ -3,7 +3,9 @@
 //! then one sendmmsg), with the offloads on top: TSO super-packets from the device cut by
 //! `offload`, UDP GSO/GRO in `udp`, decrypted segments joined again by `gro`.
 //!
-//! The two packet directions run on dedicated threads that wait with poll(2) on their own fd;
+//! The two packet directions run on dedicated threads that wait with poll(2) on their own fd,
+//! one pair per queue (a TUN queue and a UDP socket of one `SO_REUSEPORT` group: the kernel
+//! keeps a flow on one queue and a sender on one socket, so order within each is kept);
 //! tokio drives everything else (timers, UAPI, control, reconcilers). Measured in the lab, the
 //! tokio readiness path (one reactor thread waking another worker per batch) spent more CPU on
 //! context switches than on crypto; a thread that sleeps in poll() is woken by the kernel
@@ -57,11 +59,22 @@ const BUF: usize = 65_536;
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 const TIMER_TICK: Duration = Duration::from_millis(250);
 
+/// One queue: a TUN queue and a UDP socket, read by their own threads (tx: TUN -> this
+/// socket; rx: this socket -> this TUN queue).
+struct Queue {
+    tun: Tun,
+    udp: Udp,
+    /// Reads from this TUN queue (packets or super-packets) and datagrams from this socket:
+    /// how the kernel spread the work.
+    tun_reads: AtomicU64,
+    udp_datagrams: AtomicU64,
+}
+
 pub struct Device {
     pub name: String,
     pub listen_port: u16,
-    tun: Tun,
-    udp: Udp,
+    /// At least one.
+    queues: Vec<Queue>,
     stopping: AtomicBool,
     /// Swapped as a whole on key rotation; only handshakes read it.
     identity: ArcSwap<Identity>,
@@ -74,10 +87,11 @@ pub struct Device {
     pub beats: DeviceBeats,
 }
 
+/// One beat per packet thread (a stuck queue must not hide behind a live one).
 #[derive(Default)]
 pub struct DeviceBeats {
-    pub tx: Beat,
-    pub rx: Beat,
+    pub tx: Vec<Beat>,
+    pub rx: Vec<Beat>,
     pub timers: Beat,
 }
 
@@ -126,19 +140,41 @@ fn src_address(pkt: &[u8]) -> Option<IpAddr> {
 }
 
 impl Device {
+    /// A device with one queue.
     pub fn new(tun: Tun, udp: Udp, private_key: [u8; 32]) -> io::Result<Arc<Device>> {
+        Self::with_queues(vec![(tun, udp)], private_key)
+    }
+
+    /// A device over queues of one TUN device, each with its socket of one port.
+    pub fn with_queues(queues: Vec<(Tun, Udp)>, private_key: [u8; 32]) -> io::Result<Arc<Device>> {
+        let Some((tun, udp)) = queues.first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no queues"));
+        };
         let listen_port = udp.local_port()?;
+        let name = tun.name().to_string();
+        let n = queues.len();
         Ok(Arc::new(Device {
-            name: tun.name().to_string(),
+            name,
             listen_port,
-            tun,
-            udp,
+            queues: queues
+                .into_iter()
+                .map(|(tun, udp)| Queue {
+                    tun,
+                    udp,
+                    tun_reads: AtomicU64::new(0),
+                    udp_datagrams: AtomicU64::new(0),
+                })
+                .collect(),
             stopping: AtomicBool::new(false),
             identity: ArcSwap::from_pointee(Identity::new(private_key)),
             peers: ArcSwap::from_pointee(PeerSet::default()),
             local_cidrs: ArcSwap::from_pointee(Vec::new()),
             counters: Counters::default(),
-            beats: DeviceBeats::default(),
+            beats: DeviceBeats {
+                tx: (0..n).map(|_| Beat::default()).collect(),
+                rx: (0..n).map(|_| Beat::default()).collect(),
+                timers: Beat::default(),
+            },
         }))
     }
 
@@ -185,32 +221,64 @@ impl Device {
     }
 
     pub fn udp_buffer_sizes(&self) -> (usize, usize) {
-        self.udp.buffer_sizes()
+        self.queues[0].udp.buffer_sizes()
     }
 
-    /// Whether the UDP socket sends with GSO and receives with GRO.
+    /// Whether the UDP sockets send with GSO and receive with GRO.
     pub fn udp_offloads(&self) -> (bool, bool) {
-        self.udp.offloads()
+        self.queues[0].udp.offloads()
+    }
+
+    /// How many queues (thread pairs) the device runs.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Per queue: reads from its TUN queue, datagrams from its socket.
+    pub fn queue_counters(&self) -> Vec<(u64, u64)> {
+        self.queues
+            .iter()
+            .map(|q| {
+                (
+                    q.tun_reads.load(Ordering::Relaxed),
+                    q.udp_datagrams.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// The socket for what is not part of a batch (handshakes from timers, new peers).
+    fn control_udp(&self) -> &Udp {
+        &self.queues[0].udp
+    }
+
+    /// The address to send to (every socket of the group has the same family).
+    fn sockaddr(&self, addr: SocketAddr) -> socket2::SockAddr {
+        self.control_udp().sockaddr(addr)
     }
 
     /// Runs the device until an I/O error on the TUN device or socket (or `stop`).
     pub async fn run(self: Arc<Self>) -> io::Result<()> {
         let (tx_done, rx_done) = tokio::sync::oneshot::channel::<io::Result<()>>();
         let tx_done = Arc::new(std::sync::Mutex::new(Some(tx_done)));
-        for (name, dir) in [("sdn-tx", Dir::Out), ("sdn-rx", Dir::In)] {
+        let threads = (0..self.queues.len()).flat_map(|q| {
+            [
+                (format!("sdn-tx-{q}"), Dir::Out, q),
+                (format!("sdn-rx-{q}"), Dir::In, q),
+            ]
+        });
+        for (name, dir, q) in threads {
             let dev = self.clone();
             let done = tx_done.clone();
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || {
-                    let res = match dir {
-                        Dir::Out => dev.tun_to_udp(),
-                        Dir::In => dev.udp_to_tun(),
-                    };
-                    if let Some(tx) = done.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                        let _ = tx.send(res);
-                    }
-                })?;
+            std::thread::Builder::new().name(name).spawn(move || {
+                let res = match dir {
+                    Dir::Out => dev.tun_to_udp(q),
+                    Dir::In => dev.udp_to_tun(q),
+                };
+                if let Some(tx) = done.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = tx.send(res);
+                }
+            })?;
         }
         let timers = tokio::spawn(self.clone().timers());
         let res = tokio::select! {

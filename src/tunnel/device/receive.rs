@@ -25,37 +25,51 @@ pub(crate) fn authenticated(msg_type: u8, result: Result<Option<u8>, ()>) -> boo
     }
 }
 
-/// Reusable buffers for [`Device::receive_datagram`].
+/// One receive thread's reused buffers and its queue (also for [`Device::receive_datagram`]).
 #[doc(hidden)]
 pub struct RxScratch {
+    /// The queue whose TUN fd gets the decrypted packets.
+    queue: usize,
     plain: Vec<u8>,
+    /// Replies (handshake responses, cookie replies, released packets) to send.
     out: SendBatch,
     gro: Coalescer,
 }
 
-impl Default for RxScratch {
-    fn default() -> Self {
+impl RxScratch {
+    fn new(queue: usize, gro: bool) -> RxScratch {
         RxScratch {
+            queue,
             plain: vec![0u8; BUF],
             out: SendBatch::new(BATCH, BUF),
-            // Tests and fuzzing write every packet as it is.
-            gro: Coalescer::new(false),
+            gro: Coalescer::new(gro),
         }
     }
 }
 
+impl Default for RxScratch {
+    /// Queue 0; tests and fuzzing write every packet as it is (no GRO).
+    fn default() -> Self {
+        RxScratch::new(0, false)
+    }
+}
+
 impl Device {
-    /// Inbound: datagrams from the underlay, decrypted and written to the TUN device.
-    pub(super) fn udp_to_tun(&self) -> io::Result<()> {
+    /// Inbound: datagrams from socket `q`, decrypted and written to TUN queue `q`.
+    pub(super) fn udp_to_tun(&self, q: usize) -> io::Result<()> {
+        let Queue {
+            tun,
+            udp,
+            udp_datagrams,
+            ..
+        } = &self.queues[q];
         let mut batch = RecvBatch::new(BATCH, BUF);
-        let mut plain = vec![0u8; BUF];
-        let mut out = SendBatch::new(BATCH, BUF);
-        let mut gro = Coalescer::new(self.tun.vnet_hdr());
-        let fd = self.udp.as_raw_fd();
-        let beat = &self.beats.rx;
+        let mut rx = RxScratch::new(q, tun.vnet_hdr());
+        let fd = udp.as_raw_fd();
+        let beat = &self.beats.rx[q];
         while self.wait(fd, libc::POLLIN, beat)? {
             loop {
-                let n = match self.udp.recv_batch(&mut batch) {
+                let n = match udp.recv_batch(&mut batch) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -69,6 +83,7 @@ impl Device {
                 self.counters
                     .rx_datagrams
                     .fetch_add(datagrams as u64, Ordering::Relaxed);
+                udp_datagrams.fetch_add(datagrams as u64, Ordering::Relaxed);
                 let peers = self.peers.load();
                 for i in 0..n {
                     let Some(src) = batch.srcs[i] else { continue };
@@ -76,14 +91,14 @@ impl Device {
                         Counters::inc(&self.counters.udp_gro_messages);
                     }
                     for dgram in batch.datagrams(i) {
-                        self.decrypt_one(&peers, src, dgram, &mut plain, &mut out, &mut gro);
-                        if out.is_full() {
-                            self.flush(&mut out, beat);
+                        self.decrypt_one(&peers, src, dgram, &mut rx);
+                        if rx.out.is_full() {
+                            self.flush(udp, &mut rx.out, beat);
                         }
                     }
                 }
-                self.flush_gro(&mut gro);
-                self.flush(&mut out, beat);
+                self.flush_gro(&mut rx);
+                self.flush(udp, &mut rx.out, beat);
             }
         }
         Ok(())
@@ -101,14 +116,7 @@ impl Device {
     ) -> Vec<Vec<u8>> {
         Counters::inc(&self.counters.rx_datagrams);
         let peers = self.peers.load();
-        self.decrypt_one(
-            &peers,
-            src,
-            dgram,
-            &mut scratch.plain,
-            &mut scratch.out,
-            &mut scratch.gro,
-        );
+        self.decrypt_one(&peers, src, dgram, scratch);
         let queued = scratch.out.queued().map(<[u8]>::to_vec).collect();
         scratch.out.clear();
         queued
@@ -119,9 +127,7 @@ impl Device {
         peers: &PeerSet,
         src: SocketAddr,
         dgram: &[u8],
-        plain: &mut [u8],
-        out: &mut SendBatch,
-        gro: &mut Coalescer,
+        rx: &mut RxScratch,
     ) {
         let packet = match Tunn::parse_incoming_packet(dgram) {
             Ok(p) => p,
@@ -132,13 +138,13 @@ impl Device {
             Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
         );
         // Handshake messages: the cheap MAC check and load shedding, once, before any DH.
-        if handshake && !self.admit_handshake(src, dgram, out) {
+        if handshake && !self.admit_handshake(src, dgram, &mut rx.out) {
             return;
         }
         let Some(peer) = self.peer_of(peers, &packet) else {
             return;
         };
-        if !self.decapsulate(peers, peer, src, dgram, plain, out, gro) {
+        if !self.decapsulate(peers, peer, src, dgram, rx) {
             return;
         }
         if handshake {
@@ -167,7 +173,7 @@ impl Device {
                 Counters::inc(&c.dropped_rate_limited);
                 let len = reply.len();
                 out.slot()[..len].copy_from_slice(reply);
-                out.push(len, self.udp.sockaddr(src));
+                out.push(len, self.sockaddr(src));
                 false
             }
             Err(TunnResult::Err(WireGuardError::UnderLoad)) => {
@@ -208,18 +214,21 @@ impl Device {
 
     /// Runs the message through the peer's session: replies and released packets go to `out`,
     /// data to the device (through `gro`). True when the message proved the peer's key.
-    #[allow(clippy::too_many_arguments)] // the rx thread's reused buffers, passed down
     fn decapsulate(
         &self,
         peers: &PeerSet,
         peer: &Arc<Peer>,
         src: SocketAddr,
         dgram: &[u8],
-        plain: &mut [u8],
-        out: &mut SendBatch,
-        gro: &mut Coalescer,
+        rx: &mut RxScratch,
     ) -> bool {
         let msg_type = dgram[0];
+        let RxScratch {
+            queue,
+            plain,
+            out,
+            gro,
+        } = rx;
         let mut tunn = peer.tunn();
         match tunn.decapsulate(Some(src.ip()), dgram, plain) {
             TunnResult::Done => authenticated(msg_type, Ok(None)),
@@ -232,13 +241,13 @@ impl Device {
                 let proven = authenticated(msg_type, Ok(reply.first().copied()));
                 let len = reply.len();
                 out.slot()[..len].copy_from_slice(reply);
-                out.push(len, self.udp.sockaddr(src));
+                out.push(len, self.sockaddr(src));
                 // A completed handshake releases packets queued while it ran.
                 while proven && !out.is_full() {
                     match tunn.decapsulate(None, &[], out.slot()) {
                         TunnResult::WriteToNetwork(b) => {
                             let len = b.len();
-                            out.push(len, self.udp.sockaddr(src));
+                            out.push(len, self.sockaddr(src));
                         }
                         _ => break,
                     }
@@ -246,11 +255,11 @@ impl Device {
                 proven
             }
             TunnResult::WriteToTunnelV4(pkt, addr) => {
-                self.deliver(peers, peer, pkt, IpAddr::V4(addr), gro);
+                self.deliver(peers, peer, pkt, IpAddr::V4(addr), *queue, gro);
                 authenticated(msg_type, Ok(None))
             }
             TunnResult::WriteToTunnelV6(pkt, addr) => {
-                self.deliver(peers, peer, pkt, IpAddr::V6(addr), gro);
+                self.deliver(peers, peer, pkt, IpAddr::V6(addr), *queue, gro);
                 authenticated(msg_type, Ok(None))
             }
         }
@@ -262,6 +271,7 @@ impl Device {
         peer: &Arc<Peer>,
         pkt: &[u8],
         src: IpAddr,
+        queue: usize,
         gro: &mut Coalescer,
     ) {
         if !peers.source_allowed(peer, src) {
@@ -275,12 +285,15 @@ impl Device {
             return Counters::inc(&self.counters.dropped_bad_destination);
         }
         // Checked one by one above; only then may segments be joined.
-        gro.push(pkt, &mut |f| self.write_frame(f));
+        let tun = &self.queues[queue].tun;
+        gro.push(pkt, &mut |f| self.write_frame(tun, f));
     }
 
     /// Writes what the coalescer still holds (end of a receive batch) and counts what it joined.
-    fn flush_gro(&self, gro: &mut Coalescer) {
-        gro.flush(&mut |f| self.write_frame(f));
+    fn flush_gro(&self, rx: &mut RxScratch) {
+        let tun = &self.queues[rx.queue].tun;
+        let gro = &mut rx.gro;
+        gro.flush(&mut |f| self.write_frame(tun, f));
         if gro.joined > 0 {
             let c = &self.counters;
             c.gro_superpackets.fetch_add(gro.joined, Ordering::Relaxed);
@@ -290,10 +303,10 @@ impl Device {
         }
     }
 
-    fn write_frame(&self, frame: Frame) {
+    fn write_frame(&self, tun: &Tun, frame: Frame) {
         let r = match frame {
-            Frame::Plain(pkt) => self.tun.write(pkt),
-            Frame::Super(frame) => self.tun.write_with_header(frame),
+            Frame::Plain(pkt) => tun.write(pkt),
+            Frame::Super(frame) => tun.write_with_header(frame),
         };
         if let Err(e) = r {
             tracing::debug!(error = %e, "tun write failed");

@@ -5,7 +5,7 @@ use super::*;
 
 impl Device {
     pub(super) fn send_one(&self, pkt: &[u8], dst: SocketAddr) {
-        match self.udp.send_to(pkt, dst) {
+        match self.control_udp().send_to(pkt, dst) {
             Ok(_) => Counters::inc(&self.counters.tx_datagrams),
             Err(e) => {
                 Counters::inc(&self.counters.dropped_udp_send);
@@ -14,21 +14,31 @@ impl Device {
         }
     }
 
-    /// Outbound: inner packets from the TUN device, encrypted to their peer.
-    pub(super) fn tun_to_udp(&self) -> io::Result<()> {
+    /// Outbound: inner packets from TUN queue `q`, encrypted to their peer, sent from socket `q`.
+    pub(super) fn tun_to_udp(&self, q: usize) -> io::Result<()> {
+        let Queue {
+            tun,
+            udp,
+            tun_reads,
+            ..
+        } = &self.queues[q];
         let mut inbuf = vec![0u8; BUF + offload::VNET_HDR_LEN];
         // One segment of a TSO super-packet at a time.
         let mut segment = vec![0u8; BUF];
         let mut out = SendBatch::new(BATCH, BUF);
-        let fd = self.tun.as_raw_fd();
-        let beat = &self.beats.tx;
-        let vnet_hdr = self.tun.vnet_hdr();
+        let fd = tun.as_raw_fd();
+        let beat = &self.beats.tx[q];
+        let vnet_hdr = tun.vnet_hdr();
         while self.wait(fd, libc::POLLIN, beat)? {
             let peers = self.peers.load();
+            let mut reads = 0;
             // Drain the TUN queue in batches; flush each batch with one sendmmsg.
             loop {
-                let n = match self.tun.read(&mut inbuf) {
-                    Ok(n) => n,
+                let n = match tun.read(&mut inbuf) {
+                    Ok(n) => {
+                        reads += 1;
+                        n
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
@@ -36,14 +46,14 @@ impl Device {
                 if !vnet_hdr {
                     self.encrypt_one(&peers, &inbuf[..n], &mut out);
                     if out.is_full() {
-                        self.flush(&mut out, beat);
+                        self.flush(udp, &mut out, beat);
                     }
                     continue;
                 }
                 let split = offload::split(&mut inbuf[..n], &mut segment, |pkt| {
                     self.encrypt_one(&peers, pkt, &mut out);
                     if out.is_full() {
-                        self.flush(&mut out, beat);
+                        self.flush(udp, &mut out, beat);
                     }
                 });
                 match split {
@@ -60,7 +70,8 @@ impl Device {
                     }
                 }
             }
-            self.flush(&mut out, beat);
+            self.flush(udp, &mut out, beat);
+            tun_reads.fetch_add(reads, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -93,25 +104,22 @@ impl Device {
             _ => return, // queued until the handshake completes
         };
         match peer.endpoint() {
-            Some(ep) => out.push(len, self.udp.sockaddr(ep)),
+            Some(ep) => out.push(len, self.sockaddr(ep)),
             None => Counters::inc(&self.counters.dropped_no_endpoint),
         }
     }
 
     /// Sends everything queued, waiting for socket space when the send buffer is full.
-    pub(super) fn flush(&self, out: &mut SendBatch, beat: &Beat) {
+    pub(super) fn flush(&self, udp: &Udp, out: &mut SendBatch, beat: &Beat) {
         while !out.is_empty() {
-            match self.udp.send_batch(out) {
+            match udp.send_batch(out) {
                 Ok(n) => {
                     self.counters
                         .tx_datagrams
                         .fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !matches!(
-                        self.wait(self.udp.as_raw_fd(), libc::POLLOUT, beat),
-                        Ok(true)
-                    ) {
+                    if !matches!(self.wait(udp.as_raw_fd(), libc::POLLOUT, beat), Ok(true)) {
                         break;
                     }
                 }

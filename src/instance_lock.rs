@@ -1,0 +1,64 @@
+//! One agent per tunnel device and network namespace. A multi-queue TUN device lets a second
+//! process attach more queues and an `SO_REUSEPORT` socket group lets it share the port, so
+//! neither refuses a second agent any more: this lock does. It is an abstract unix socket
+//! (`@sdn-tunnel/<device>`): abstract names belong to the network namespace, which is exactly
+//! the scope of a device and a port, and the kernel frees the name when the process dies, so
+//! a crash never leaves a stale lock behind.
+
+use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+/// Held for the agent's lifetime; dropping it releases the name.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _sock: UnixDatagram,
+}
+
+/// The abstract socket name for `device`.
+pub fn lock_name(device: &str) -> String {
+    format!("sdn-tunnel/{device}")
+}
+
+impl InstanceLock {
+    /// Takes the lock for `device`, or says who to look for.
+    pub fn acquire(device: &str) -> io::Result<InstanceLock> {
+        let name = lock_name(device);
+        let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+        match UnixDatagram::bind_addr(&addr) {
+            Ok(sock) => Ok(InstanceLock { _sock: sock }),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "another sdn-tunnel agent already runs tunnel device {device} in this network \
+                     namespace (it holds the abstract socket @{name}; `ss -xlp | grep {name}` \
+                     shows it): stop it first, or give this one another tunnel.device and \
+                     tunnel.listenPort"
+                ),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_until_the_first_lets_go() {
+        let device = format!("locktest{}", std::process::id());
+        let first = InstanceLock::acquire(&device).unwrap();
+        let err = InstanceLock::acquire(&device).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            err.to_string().contains("another sdn-tunnel agent"),
+            "{err}"
+        );
+        // Another device in the same namespace is independent.
+        let other = InstanceLock::acquire(&format!("{device}b")).unwrap();
+        drop(first);
+        let again = InstanceLock::acquire(&device).unwrap();
+        drop((other, again));
+    }
+}
