@@ -129,11 +129,8 @@ pub async fn run(cfg: Config) -> Result<()> {
 /// Liveness watches the packet threads and the timers from the start.
 fn device_health(device: &Device) -> crate::health::Health {
     let health = crate::health::Health::default();
-    for (q, beat) in device.beats.tx.iter().enumerate() {
-        health.watch(format!("tunnel tx thread {q}"), beat.clone());
-    }
-    for (q, beat) in device.beats.rx.iter().enumerate() {
-        health.watch(format!("tunnel rx thread {q}"), beat.clone());
+    for (q, beat) in device.beats.queues.iter().enumerate() {
+        health.watch(format!("tunnel queue {q} thread"), beat.clone());
     }
     health.watch("tunnel timers", device.beats.timers.clone());
     health

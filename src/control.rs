@@ -25,7 +25,7 @@ pub struct AgentStatus {
     pub started_at_unix: u64,
     pub udp_receive_buffer: usize,
     pub udp_send_buffer: usize,
-    /// Queues of the device (each a TUN queue, a socket and a thread pair).
+    /// Queues of the device (each a TUN queue, a socket and a thread).
     #[serde(default)]
     pub queues: usize,
     /// Per queue: reads from its TUN queue (packets or TSO super-packets leaving) and

@@ -622,9 +622,12 @@ pub fn measure(lab: &Lab, guard: &ModeGuard, duration: u32) -> Result<Sample> {
         }
     }
     let dst = lab.pod_ip(B, 0).to_string();
+    // After a second of quiet (iperf3's last segments and its control connection gone):
+    // 200 pings, since single runs of 20 varied by +-30% on this 2-core machine.
+    std::thread::sleep(Duration::from_secs(1));
     let out = exec_ok(
         &lab.pod_ns(A, 0),
-        &["ping", "-n", "-q", "-c", "20", "-i", "0.05", &dst],
+        &["ping", "-n", "-q", "-c", "200", "-i", "0.01", &dst],
     )?;
     let rtt_ms = ping_avg_ms(&out).context("cannot parse ping output")?;
     Ok(Sample {
@@ -782,7 +785,7 @@ fn report(
     let mut s = String::new();
     s += &format!(
         "Pod -> pod across two lab clusters (one node each), medians of {} interleaved rounds, \
-         iperf3 {} s per run, 20 pings at 0.05 s.\nMachine: {cpu_model}, {cpus} CPUs, kernel {kernel}; \
+         iperf3 {} s per run, 200 pings at 0.01 s after 1 s of quiet.\nMachine: {cpu_model}, {cpus} CPUs, kernel {kernel}; \
          benchmark took {:.0} s.\n\n",
         opts.rounds,
         opts.duration,

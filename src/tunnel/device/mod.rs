@@ -3,22 +3,26 @@
 //! then one sendmmsg), with the offloads on top: TSO super-packets from the device cut by
 //! `offload`, UDP GSO/GRO in `udp`, decrypted segments joined again by `gro`.
 //!
-//! The two packet directions run on dedicated threads that wait with poll(2) on their own fd,
-//! one pair per queue (a TUN queue and a UDP socket of one `SO_REUSEPORT` group: the kernel
-//! keeps a flow on one queue and a sender on one socket, so order within each is kept);
-//! tokio drives everything else (timers, UAPI, control, reconcilers). Measured in the lab, the
-//! tokio readiness path (one reactor thread waking another worker per batch) spent more CPU on
-//! context switches than on crypto; a thread that sleeps in poll() is woken by the kernel
-//! directly.
+//! Each queue (a TUN queue and a UDP socket of one `SO_REUSEPORT` group: the kernel keeps a
+//! flow on one queue and a sender on one socket, so order within each is kept) has one thread
+//! that waits with poll(2) on both fds and serves both directions in bounded bursts; tokio
+//! drives everything else (timers, UAPI, control, reconcilers). Measured in the lab, the
+//! tokio readiness path (one reactor thread waking another worker per batch) spent more CPU
+//! on context switches than on crypto; a thread that sleeps in poll() is woken by the kernel
+//! directly. One thread for both directions (not a pair): a packet written to the device is
+//! often answered at once (a ping, a TCP ACK), and the answer is then read by the thread that
+//! is already awake, where a pair paid a second wake-up per hop (measured: ping RTT).
 //!
-//! Split as wireguard-go splits its device: this file holds the device's state, start and stop;
-//! `send` the outbound thread, `receive` the inbound one, `timers` the timer task and
+//! Split as wireguard-go splits its device: this file holds the device's state, start, stop and
+//! the queue threads' loop; `send` the outbound bursts, `receive` the inbound ones, `timers` the timer task and
 //! `peers` the peer set's updates.
 
 mod peers;
 mod receive;
 mod send;
 mod timers;
+
+use send::TxScratch;
 
 pub use peers::PeerChanges;
 #[cfg(test)]
@@ -53,14 +57,18 @@ use crate::health::Beat;
 
 /// Packets per batch in each direction.
 pub const BATCH: usize = 32;
+/// A queue thread's bursts before it looks at the other direction: device reads (each up to
+/// 64 KiB of TSO super-packet, ~45 segments) and receive batches (each up to 32 messages).
+const TX_BURST_READS: usize = 16;
+const RX_BURST_BATCHES: usize = 4;
 /// Buffer size: a full UDP datagram / the largest inner packet plus WireGuard overhead.
 const BUF: usize = 65_536;
 /// Handshake messages per second before boringtun's rate limiter demands cookies.
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 const TIMER_TICK: Duration = Duration::from_millis(250);
 
-/// One queue: a TUN queue and a UDP socket, read by their own threads (tx: TUN -> this
-/// socket; rx: this socket -> this TUN queue).
+/// One queue: a TUN queue and a UDP socket, served by one thread (out: TUN -> this socket;
+/// in: this socket -> this TUN queue).
 struct Queue {
     tun: Tun,
     udp: Udp,
@@ -87,11 +95,10 @@ pub struct Device {
     pub beats: DeviceBeats,
 }
 
-/// One beat per packet thread (a stuck queue must not hide behind a live one).
+/// One beat per queue thread (a stuck queue must not hide behind a live one).
 #[derive(Default)]
 pub struct DeviceBeats {
-    pub tx: Vec<Beat>,
-    pub rx: Vec<Beat>,
+    pub queues: Vec<Beat>,
     pub timers: Beat,
 }
 
@@ -171,8 +178,7 @@ impl Device {
             local_cidrs: ArcSwap::from_pointee(Vec::new()),
             counters: Counters::default(),
             beats: DeviceBeats {
-                tx: (0..n).map(|_| Beat::default()).collect(),
-                rx: (0..n).map(|_| Beat::default()).collect(),
+                queues: (0..n).map(|_| Beat::default()).collect(),
                 timers: Beat::default(),
             },
         }))
@@ -229,7 +235,7 @@ impl Device {
         self.queues[0].udp.offloads()
     }
 
-    /// How many queues (thread pairs) the device runs.
+    /// How many queues (each with its thread) the device runs.
     pub fn queue_count(&self) -> usize {
         self.queues.len()
     }
@@ -261,24 +267,17 @@ impl Device {
     pub async fn run(self: Arc<Self>) -> io::Result<()> {
         let (tx_done, rx_done) = tokio::sync::oneshot::channel::<io::Result<()>>();
         let tx_done = Arc::new(std::sync::Mutex::new(Some(tx_done)));
-        let threads = (0..self.queues.len()).flat_map(|q| {
-            [
-                (format!("sdn-tx-{q}"), Dir::Out, q),
-                (format!("sdn-rx-{q}"), Dir::In, q),
-            ]
-        });
-        for (name, dir, q) in threads {
+        for q in 0..self.queues.len() {
             let dev = self.clone();
             let done = tx_done.clone();
-            std::thread::Builder::new().name(name).spawn(move || {
-                let res = match dir {
-                    Dir::Out => dev.tun_to_udp(q),
-                    Dir::In => dev.udp_to_tun(q),
-                };
-                if let Some(tx) = done.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    let _ = tx.send(res);
-                }
-            })?;
+            std::thread::Builder::new()
+                .name(format!("sdn-q{q}"))
+                .spawn(move || {
+                    let res = dev.queue_loop(q);
+                    if let Some(tx) = done.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        let _ = tx.send(res);
+                    }
+                })?;
         }
         let timers = tokio::spawn(self.clone().timers());
         let res = tokio::select! {
@@ -294,20 +293,50 @@ impl Device {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
+    /// One queue's thread: bursts of each direction in turn while either has work, then
+    /// sleep until either fd is readable. Returns on an I/O error or `stop`.
+    fn queue_loop(&self, q: usize) -> io::Result<()> {
+        let queue = &self.queues[q];
+        let beat = &self.beats.queues[q];
+        let mut tx = TxScratch::new();
+        let mut batch = RecvBatch::new(BATCH, BUF);
+        let mut rx = RxScratch::new(q, queue.tun.vnet_hdr());
+        let fds = [queue.tun.as_raw_fd(), queue.udp.as_raw_fd()];
+        loop {
+            beat.tick();
+            if self.stopping.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let out = self.tx_burst(queue, &mut tx, beat, TX_BURST_READS)?;
+            let inbound = self.rx_burst(queue, &mut batch, &mut rx, beat, RX_BURST_BATCHES)?;
+            if out == 0 && inbound == 0 && !self.wait_any(&fds, libc::POLLIN, beat)? {
+                return Ok(());
+            }
+        }
+    }
+
     /// Waits until `fd` is ready for `events`; false when the device is stopping.
     fn wait(&self, fd: i32, events: libc::c_short, beat: &Beat) -> io::Result<bool> {
+        self.wait_any(&[fd], events, beat)
+    }
+
+    /// Waits until one of `fds` is ready for `events`; false when the device is stopping.
+    fn wait_any(&self, fds: &[i32], events: libc::c_short, beat: &Beat) -> io::Result<bool> {
+        let mut pfds: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            })
+            .collect();
         loop {
             beat.tick();
             if self.stopping.load(Ordering::Relaxed) {
                 return Ok(false);
             }
-            let mut pfd = libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd; 1 s timeout so `stop` is noticed.
-            let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
+            // SAFETY: valid pollfds; 1 s timeout so `stop` is noticed.
+            let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 1000) };
             if n > 0 {
                 return Ok(true);
             }
@@ -319,12 +348,6 @@ impl Device {
             }
         }
     }
-}
-
-#[derive(Clone, Copy)]
-enum Dir {
-    Out,
-    In,
 }
 
 #[cfg(test)]

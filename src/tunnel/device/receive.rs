@@ -1,4 +1,4 @@
-//! Inbound (the `sdn-rx` thread): datagrams from the socket, decrypted, checked (the sender's
+//! Inbound (each queue thread's receive bursts): datagrams from the socket, decrypted, checked (the sender's
 //! AllowedIPs, this node's pod CIDRs) and written to the TUN device; handshake replies sent.
 
 use super::*;
@@ -37,7 +37,7 @@ pub struct RxScratch {
 }
 
 impl RxScratch {
-    fn new(queue: usize, gro: bool) -> RxScratch {
+    pub(super) fn new(queue: usize, gro: bool) -> RxScratch {
         RxScratch {
             queue,
             plain: vec![0u8; BUF],
@@ -55,56 +55,58 @@ impl Default for RxScratch {
 }
 
 impl Device {
-    /// Inbound: datagrams from socket `q`, decrypted and written to TUN queue `q`.
-    pub(super) fn udp_to_tun(&self, q: usize) -> io::Result<()> {
-        let Queue {
-            tun,
-            udp,
-            udp_datagrams,
-            ..
-        } = &self.queues[q];
-        let mut batch = RecvBatch::new(BATCH, BUF);
-        let mut rx = RxScratch::new(q, tun.vnet_hdr());
-        let fd = udp.as_raw_fd();
-        let beat = &self.beats.rx[q];
-        while self.wait(fd, libc::POLLIN, beat)? {
-            loop {
-                let n = match udp.recv_batch(&mut batch) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        // ICMP errors surface here as ECONNREFUSED etc.; they are not fatal.
-                        tracing::debug!(error = %e, "udp receive error");
-                        continue;
-                    }
-                };
-                let datagrams: usize = (0..n).map(|i| batch.datagrams(i).len()).sum();
-                self.counters
-                    .rx_datagrams
-                    .fetch_add(datagrams as u64, Ordering::Relaxed);
-                udp_datagrams.fetch_add(datagrams as u64, Ordering::Relaxed);
-                let peers = self.peers.load();
-                for i in 0..n {
-                    let Some(src) = batch.srcs[i] else { continue };
-                    if batch.segment[i].is_some_and(|s| s < batch.lens[i]) {
-                        Counters::inc(&self.counters.udp_gro_messages);
-                    }
-                    for dgram in batch.datagrams(i) {
-                        self.decrypt_one(&peers, src, dgram, &mut rx);
-                        if rx.out.is_full() {
-                            self.flush(udp, &mut rx.out, beat);
-                        }
+    /// Inbound, one burst: up to `max_batches` recvmmsg batches from the queue's socket,
+    /// decrypted, checked and written to the queue's TUN fd (joined by GRO where they can be);
+    /// replies sent. Returns how many batches had datagrams (0: nothing was queued).
+    pub(super) fn rx_burst(
+        &self,
+        queue: &Queue,
+        batch: &mut RecvBatch,
+        rx: &mut RxScratch,
+        beat: &Beat,
+        max_batches: usize,
+    ) -> io::Result<usize> {
+        let udp = &queue.udp;
+        let mut batches = 0;
+        while batches < max_batches {
+            let n = match udp.recv_batch(batch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors surface here as ECONNREFUSED etc.; they are not fatal.
+                    tracing::debug!(error = %e, "udp receive error");
+                    continue;
+                }
+            };
+            batches += 1;
+            let datagrams: usize = (0..n).map(|i| batch.datagrams(i).len()).sum();
+            self.counters
+                .rx_datagrams
+                .fetch_add(datagrams as u64, Ordering::Relaxed);
+            queue
+                .udp_datagrams
+                .fetch_add(datagrams as u64, Ordering::Relaxed);
+            let peers = self.peers.load();
+            for i in 0..n {
+                let Some(src) = batch.srcs[i] else { continue };
+                if batch.segment[i].is_some_and(|s| s < batch.lens[i]) {
+                    Counters::inc(&self.counters.udp_gro_messages);
+                }
+                for dgram in batch.datagrams(i) {
+                    self.decrypt_one(&peers, src, dgram, rx);
+                    if rx.out.is_full() {
+                        self.flush(udp, &mut rx.out, beat);
                     }
                 }
-                self.flush_gro(&mut rx);
-                self.flush(udp, &mut rx.out, beat);
             }
+            self.flush_gro(rx);
+            self.flush(udp, &mut rx.out, beat);
         }
-        Ok(())
+        Ok(batches)
     }
 
-    /// Fuzzing and tests: the receive path for one datagram from `src`, as the rx thread runs
+    /// Fuzzing and tests: the receive path for one datagram from `src`, as a queue thread runs
     /// it (counted in `rx_datagrams`, then `decrypt_one`). What it queued for sending back
     /// (handshake responses, cookie replies) is returned instead of sent.
     #[doc(hidden)]

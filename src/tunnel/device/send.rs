@@ -1,7 +1,25 @@
-//! Outbound (the `sdn-tx` thread): inner packets from the TUN device, checked, encrypted to
+//! Outbound (each queue thread's send bursts): inner packets from the TUN device, checked, encrypted to
 //! their peer by AllowedIPs and sent in batches.
 
 use super::*;
+
+/// The outbound half's reused buffers (one per queue thread).
+pub(super) struct TxScratch {
+    inbuf: Vec<u8>,
+    /// One segment of a TSO super-packet at a time.
+    segment: Vec<u8>,
+    out: SendBatch,
+}
+
+impl TxScratch {
+    pub(super) fn new() -> TxScratch {
+        TxScratch {
+            inbuf: vec![0u8; BUF + offload::VNET_HDR_LEN],
+            segment: vec![0u8; BUF],
+            out: SendBatch::new(BATCH, BUF),
+        }
+    }
+}
 
 impl Device {
     pub(super) fn send_one(&self, pkt: &[u8], dst: SocketAddr) {
@@ -14,66 +32,62 @@ impl Device {
         }
     }
 
-    /// Outbound: inner packets from TUN queue `q`, encrypted to their peer, sent from socket `q`.
-    pub(super) fn tun_to_udp(&self, q: usize) -> io::Result<()> {
-        let Queue {
-            tun,
-            udp,
-            tun_reads,
-            ..
-        } = &self.queues[q];
-        let mut inbuf = vec![0u8; BUF + offload::VNET_HDR_LEN];
-        // One segment of a TSO super-packet at a time.
-        let mut segment = vec![0u8; BUF];
-        let mut out = SendBatch::new(BATCH, BUF);
-        let fd = tun.as_raw_fd();
-        let beat = &self.beats.tx[q];
-        let vnet_hdr = tun.vnet_hdr();
-        while self.wait(fd, libc::POLLIN, beat)? {
-            let peers = self.peers.load();
-            let mut reads = 0;
-            // Drain the TUN queue in batches; flush each batch with one sendmmsg.
-            loop {
-                let n = match tun.read(&mut inbuf) {
-                    Ok(n) => {
-                        reads += 1;
-                        n
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                if !vnet_hdr {
-                    self.encrypt_one(&peers, &inbuf[..n], &mut out);
-                    if out.is_full() {
-                        self.flush(udp, &mut out, beat);
-                    }
-                    continue;
+    /// Outbound, one burst: up to `max_reads` reads from the queue's TUN fd (packets or TSO
+    /// super-packets, cut here), encrypted to their peers and sent from the queue's socket.
+    /// Returns how many reads it made (0: nothing was queued).
+    pub(super) fn tx_burst(
+        &self,
+        queue: &Queue,
+        tx: &mut TxScratch,
+        beat: &Beat,
+        max_reads: usize,
+    ) -> io::Result<usize> {
+        let Queue { tun, udp, .. } = queue;
+        let TxScratch {
+            inbuf,
+            segment,
+            out,
+        } = tx;
+        let peers = self.peers.load();
+        let mut reads = 0;
+        while reads < max_reads {
+            let n = match tun.read(inbuf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            reads += 1;
+            if !tun.vnet_hdr() {
+                self.encrypt_one(&peers, &inbuf[..n], out);
+                if out.is_full() {
+                    self.flush(udp, out, beat);
                 }
-                let split = offload::split(&mut inbuf[..n], &mut segment, |pkt| {
-                    self.encrypt_one(&peers, pkt, &mut out);
-                    if out.is_full() {
-                        self.flush(udp, &mut out, beat);
-                    }
-                });
-                match split {
-                    Ok(0) => {}
-                    Ok(segments) => {
-                        Counters::inc(&self.counters.tso_superpackets);
-                        self.counters
-                            .tso_segments
-                            .fetch_add(segments as u64, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "packet from the device dropped");
-                        Counters::inc(&self.counters.dropped_bad_packet);
-                    }
+                continue;
+            }
+            let split = offload::split(&mut inbuf[..n], segment, |pkt| {
+                self.encrypt_one(&peers, pkt, out);
+                if out.is_full() {
+                    self.flush(udp, out, beat);
+                }
+            });
+            match split {
+                Ok(0) => {}
+                Ok(segments) => {
+                    Counters::inc(&self.counters.tso_superpackets);
+                    self.counters
+                        .tso_segments
+                        .fetch_add(segments as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "packet from the device dropped");
+                    Counters::inc(&self.counters.dropped_bad_packet);
                 }
             }
-            self.flush(udp, &mut out, beat);
-            tun_reads.fetch_add(reads, Ordering::Relaxed);
         }
-        Ok(())
+        self.flush(udp, out, beat);
+        queue.tun_reads.fetch_add(reads as u64, Ordering::Relaxed);
+        Ok(reads)
     }
 
     pub(super) fn encrypt_one(&self, peers: &PeerSet, pkt: &[u8], out: &mut SendBatch) {
