@@ -65,6 +65,9 @@ pub struct LabOptions {
     pub pods_per_node: usize,
     /// Static peer endpoints use the underlay IPv6 addresses instead of IPv4.
     pub ipv6_endpoints: bool,
+    /// Pods are dual-stack: each pod network also has its IPv6 twin
+    /// ([`topology::v6_twin`]) in the pods, on the bridge and in the agents' configs.
+    pub pods_ipv6: bool,
     /// Leave everything running when the Lab is dropped (tear down later with `sdn-lab down`).
     pub keep: bool,
     /// The sdn-tunnel binary (keygen, pubkey, agent, status). Default: `$SDN_TUNNEL_BIN`.
@@ -107,6 +110,7 @@ impl Default for LabOptions {
             nodes_per_cluster: 2,
             pods_per_node: 1,
             ipv6_endpoints: false,
+            pods_ipv6: false,
             keep: false,
             bin: std::env::var_os(BIN_ENV).map(PathBuf::from),
             foreign_node: false,
@@ -299,6 +303,10 @@ impl Lab {
         netns::ip(ns, &["link", "add", "cbr0", "type", "bridge"])?;
         netns::ip(ns, &["addr", "add", &gw, "dev", "cbr0"])?;
         netns::ip(ns, &["link", "set", "cbr0", "up"])?;
+        if self.opts.pods_ipv6 {
+            let gw6 = format!("{}/64", topology::v6_twin(node.gateway));
+            netns::ip(ns, &["addr", "add", &gw6, "dev", "cbr0", "nodad"])?;
+        }
         for (i, (pod_ns, pod_ip)) in node.pod_ns.iter().zip(&node.pods).enumerate() {
             self.add_ns(pod_ns)?;
             let port = format!("veth-p{i}");
@@ -317,6 +325,12 @@ impl Lab {
                 pod_ns,
                 &["route", "add", "default", "via", &node.gateway.to_string()],
             )?;
+            if self.opts.pods_ipv6 {
+                let addr6 = format!("{}/64", topology::v6_twin(*pod_ip));
+                netns::ip(pod_ns, &["addr", "add", &addr6, "dev", "eth0", "nodad"])?;
+                let gw6 = topology::v6_twin(node.gateway).to_string();
+                netns::ip(pod_ns, &["-6", "route", "add", "default", "via", &gw6])?;
+            }
         }
         Ok(())
     }
@@ -476,6 +490,11 @@ impl Lab {
     pub fn pod_ns(&self, node: &str, i: usize) -> String {
         self.node(node).pod_ns[i].clone()
     }
+    /// Pod `i`'s IPv6 address (labs with `pods_ipv6`).
+    pub fn pod_ip6(&self, node: &str, i: usize) -> Ipv6Addr {
+        topology::v6_twin(self.pod_ip(node, i))
+    }
+
     pub fn pod_ip(&self, node: &str, i: usize) -> Ipv4Addr {
         self.node(node).pods[i]
     }
@@ -542,10 +561,18 @@ impl Lab {
         } else {
             "none"
         };
+        // A pod network and, with `pods_ipv6`, its IPv6 twin.
+        let pods = |net: &topology::Ipv4Net| -> Vec<String> {
+            let mut v = vec![net.to_string()];
+            if self.opts.pods_ipv6 {
+                v.push(topology::v6_twin_net(net));
+            }
+            v
+        };
         let mut cfg = AgentConfig::new(
-            json!({"name": c.name, "podCIDRs": [c.pod_cidr.to_string()],
+            json!({"name": c.name, "podCIDRs": pods(&c.pod_cidr),
                    "serviceCIDRs": [c.service_cidr.to_string()]}),
-            json!({"name": n.name, "podCIDRs": [n.pod_cidr.to_string()]}),
+            json!({"name": n.name, "podCIDRs": pods(&n.pod_cidr)}),
             json!({
                 "device": n.device,
                 "listenPort": n.listen_port,
@@ -569,7 +596,7 @@ impl Lab {
                         "name": p,
                         "publicKey": self.keys[p].public_key,
                         "endpoint": self.endpoint(p),
-                        "podCIDRs": [self.node(p).pod_cidr.to_string()],
+                        "podCIDRs": pods(&self.node(p).pod_cidr),
                     })
                 })
                 .collect();
@@ -593,7 +620,7 @@ impl Lab {
             }
             cfg = cfg.add_remote(json!({
                 "name": rc.name,
-                "podCIDRs": [rc.pod_cidr.to_string()],
+                "podCIDRs": pods(&rc.pod_cidr),
                 "serviceCIDRs": [rc.service_cidr.to_string()],
                 "static": source,
             }));

@@ -105,6 +105,9 @@ struct LabArgs {
     /// Peers reach each other over the IPv6 underlay.
     #[arg(long)]
     ipv6: bool,
+    /// Dual-stack pods: every pod network also gets its IPv6 twin (10.132.0.10 -> fd10:0:132::10).
+    #[arg(long)]
+    pods_ipv6: bool,
     /// Add cluster "north" whose node n1 runs Debian's wireguard-go (interop).
     #[arg(long)]
     foreign: bool,
@@ -123,6 +126,7 @@ impl LabArgs {
             nodes_per_cluster: self.nodes,
             pods_per_node: self.pods.max(1),
             ipv6_endpoints: self.ipv6,
+            pods_ipv6: self.pods_ipv6,
             keep,
             bin: Some(bin),
             foreign_node: self.foreign,

@@ -43,6 +43,21 @@ impl fmt::Display for Ipv4Net {
     }
 }
 
+/// The IPv6 twin of a lab IPv4 pod network (`pods_ipv6`): `10.O.J.H` -> `fd10:0:O:J::H`, so
+/// a cluster's `10.O.0.0/14` -> `fd10:0:O::/48` and a node's `10.O.J.0/24` -> `fd10:0:O:J::/64`
+/// (the decimal octets written as hex digits, so 10.132.0.10 reads fd10:0:132::10).
+pub fn v6_twin(ip: Ipv4Addr) -> Ipv6Addr {
+    let hex = |b: u8| u16::from_str_radix(&b.to_string(), 16).expect("decimal digits are hex");
+    let [_, o, j, h] = ip.octets();
+    Ipv6Addr::new(0xfd10, 0, hex(o), hex(j), 0, 0, 0, hex(h))
+}
+
+/// The IPv6 twin of a cluster (/14 -> /48) or node (/24 -> /64) pod network.
+pub fn v6_twin_net(net: &Ipv4Net) -> String {
+    let prefix = if net.prefix <= 16 { 48 } else { 64 };
+    format!("{}/{prefix}", v6_twin(net.addr))
+}
+
 /// One cluster of the lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSpec {
@@ -271,6 +286,12 @@ mod tests {
         assert_eq!(b1.underlay_v4, Ipv4Addr::new(192, 168, 77, 21));
         assert_eq!(b1.underlay_v6.to_string(), "fd00:77::21");
         assert_eq!(b1.pod_cidr.to_string(), "10.132.0.0/24");
+        assert_eq!(v6_twin_net(&b1.pod_cidr), "fd10:0:132::/64");
+        assert_eq!(v6_twin(b1.pods[0]).to_string(), "fd10:0:132::10");
+        assert_eq!(
+            v6_twin_net(&t.cluster("west").unwrap().pod_cidr),
+            "fd10:0:132::/48"
+        );
         assert_eq!(b1.gateway, Ipv4Addr::new(10, 132, 0, 1));
         assert_eq!(b1.pods, [Ipv4Addr::new(10, 132, 0, 10)]);
         assert_eq!(b1.ns, "sl0001-b1");
