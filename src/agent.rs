@@ -368,7 +368,11 @@ async fn bring_up_tunnel(cfg: &Config, key: [u8; 32]) -> Result<(Arc<Device>, Ro
              running one queue. `sdn-tunnel cleanup` while the agent is stopped recreates it");
     }
     match opened.offloads {
-        Offloads::On => tracing::info!(device = %t.device, "TUN offloads on (TSO, checksum)"),
+        Offloads::On if opened.uso => {
+            tracing::info!(device = %t.device, "TUN offloads on (TSO, USO, checksum)")
+        }
+        Offloads::On => tracing::info!(device = %t.device,
+            "TUN offloads on (TSO, checksum; USO refused by this kernel, needs 6.2)"),
         Offloads::Refused(why) => tracing::warn!(device = %t.device, reason = %why,
             "TUN offloads refused by the kernel; packets are read one by one (slower, correct)"),
         Offloads::Off => {

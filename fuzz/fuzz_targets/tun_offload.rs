@@ -4,8 +4,8 @@
 //!
 //! Input: a mode byte, then for `split` the read itself, for the coalescer a sequence of
 //! packets, each with a 2-byte big-endian length prefix.
-//! Properties: never a panic; the segments `split` cuts from a TSO super-packet are TCP/IP
-//! packets whose IP and TCP checksums hold; the coalescer writes every packet pushed, in order,
+//! Properties: never a panic; the segments `split` cuts from a TSO or USO super-packet are
+//! TCP/IP or UDP/IP packets whose IP and TCP or UDP checksums hold; the coalescer writes every packet pushed, in order,
 //! and each super-packet it builds cuts back (through `split`) into exactly the packets joined.
 #![no_main]
 
@@ -13,15 +13,18 @@ use libfuzzer_sys::fuzz_target;
 use sdn_tunnel::tunnel::gro::{Coalescer, Frame};
 use sdn_tunnel::tunnel::offload::{fold, split, sum16};
 
-/// Whether a segment's IPv4 header checksum and TCP checksum hold.
+/// Whether a segment's IPv4 header checksum and TCP or UDP checksum hold.
 fn checksums_hold(p: &[u8]) -> bool {
-    let (ip_len, addrs) = match p[0] >> 4 {
-        4 => (usize::from(p[0] & 0x0f) * 4, &p[12..20]),
-        6 => (40, &p[8..40]),
+    let (ip_len, addrs, protocol) = match p[0] >> 4 {
+        4 => (usize::from(p[0] & 0x0f) * 4, &p[12..20], p[9]),
+        6 => (40, &p[8..40], p[6]),
         _ => return false,
     };
+    if protocol != 6 && protocol != 17 {
+        return false;
+    }
     let ip_ok = p[0] >> 4 == 6 || fold(sum16(0, &p[..ip_len])) == 0;
-    let pseudo = sum16(0, addrs) + 6 + (p.len() - ip_len) as u64;
+    let pseudo = sum16(0, addrs) + u64::from(protocol) + (p.len() - ip_len) as u64;
     ip_ok && fold(sum16(pseudo, &p[ip_len..])) == 0
 }
 

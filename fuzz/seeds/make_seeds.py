@@ -243,3 +243,26 @@ for v6 in (False, True):
     segs = [tcp_segment(v6, 1000 + 500 * i, 0x100 + i, bytes([i]) * 500) for i in range(4)]
     segs.append(tcp_segment(v6, 3000, 0x104, b"end", flags=0x18))
     put("tun_offload", f"gro-stream-{fam}", b"\1" + b"".join(struct.pack(">H", len(s)) + s for s in segs))
+
+
+def udp_packet(v6, payload):
+    udp_len = 8 + len(payload)
+    if v6:
+        src, dst = bytes([0xfd] + [0] * 14 + [1]), bytes([0xfd] + [0] * 14 + [2])
+        ip = struct.pack(">IHBB", 0x60000000, udp_len, 17, 64) + src + dst
+        pseudo = sum(struct.unpack(">16H", src + dst)) + 17 + udp_len
+    else:
+        src, dst = bytes([10, 128, 0, 5]), bytes([10, 132, 0, 7])
+        ip = struct.pack(">BBHHHBBH", 0x45, 0, 20 + udp_len, 0x77, 0x4000, 64, 17, 0) + src + dst
+        ip = ip[:10] + struct.pack(">H", csum(ip)) + ip[12:]
+        pseudo = sum(struct.unpack(">4H", src + dst)) + 17 + udp_len
+    udp = struct.pack(">HHHH", 5353, 9999, udp_len, 0) + payload
+    udp = udp[:6] + struct.pack(">H", csum(udp, pseudo)) + udp[8:]
+    return ip + udp
+
+
+# USO (GSO type 5): a UDP super-packet of 3000 bytes cut at 1200.
+for v6 in (False, True):
+    fam = "v6" if v6 else "v4"
+    put("tun_offload", f"split-uso-{fam}", b"\0" + vnet(1, 5, 1200) + udp_packet(v6, bytes(range(250)) * 12))
+

@@ -25,7 +25,8 @@ pub mod wggo;
 pub use netns::{exec, exec_ok, in_netns, is_root, kill, process_cpu_seconds, spawn_in, wait_for};
 pub use topology::{ClusterSpec, Ipv4Net, NodeSpec, Topology};
 pub use traffic::{
-    hello, http_get, metric_value, ping, serve_named_echo, tcp_transfer, udp_echo, Transfer,
+    hello, http_get, metric_value, ping, serve_named_echo, tcp_transfer, udp_echo,
+    udp_gso_transfer, Transfer,
 };
 pub use wggo::WgPeer;
 

@@ -51,6 +51,10 @@ counters! {
     tso_superpackets,
     /// The segments they were cut into.
     tso_segments,
+    /// UDP super-packets read from the device (USO, from `UDP_SEGMENT` senders), cut by us.
+    uso_superpackets,
+    /// The datagrams they were cut into.
+    uso_segments,
     /// UDP messages sent with UDP_SEGMENT (several datagrams to one peer in one message).
     udp_gso_messages,
     /// UDP messages received coalesced (UDP_GRO: several datagrams of one sender).

@@ -14,6 +14,8 @@ pub(crate) const F_NEEDS_CSUM: u8 = 1;
 const GSO_NONE: u8 = 0;
 pub(crate) const GSO_TCPV4: u8 = 1;
 pub(crate) const GSO_TCPV6: u8 = 4;
+/// `VIRTIO_NET_HDR_GSO_UDP_L4`: UDP segmentation (USO), IPv4 or IPv6.
+pub(crate) const GSO_UDP_L4: u8 = 5;
 const GSO_ECN: u8 = 0x80;
 
 const TCP_FIN: u8 = 0x01;
@@ -24,7 +26,7 @@ const TCP_CWR: u8 = 0x80;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OffloadError {
     Short,
-    /// A GSO type we never enabled (UFO, USO) or that is not TCP over IP.
+    /// A GSO type we never enabled (UFO) or that is not TCP or UDP over IP.
     UnsupportedGso(u8),
     BadHeaders(&'static str),
 }
@@ -154,9 +156,14 @@ fn ip_header(pkt: &[u8]) -> Result<(usize, u8, bool), OffloadError> {
     }
 }
 
+/// Whether a read (virtio-net header first) is a UDP super-packet (USO), for the counters.
+pub fn is_udp_super_packet(read: &[u8]) -> bool {
+    read.get(1).is_some_and(|t| t & !GSO_ECN == GSO_UDP_L4)
+}
+
 /// Hands every packet of one TUN read to `emit`: the packet itself (checksum completed if
-/// asked), or the segments of a TCP super-packet, built one at a time in `scratch` (at least
-/// 64 KiB). `read` starts with the virtio-net header. Returns the number of segments a
+/// asked), or the segments of a TCP or UDP super-packet, built one at a time in `scratch` (at
+/// least 64 KiB). `read` starts with the virtio-net header. Returns the number of segments a
 /// super-packet was cut into (0 for a plain packet).
 pub fn split(
     read: &mut [u8],
@@ -174,8 +181,69 @@ pub fn split(
             Ok(0)
         }
         GSO_TCPV4 | GSO_TCPV6 => segment_tcp(pkt, usize::from(hdr.gso_size), scratch, emit),
+        GSO_UDP_L4 => segment_udp(pkt, usize::from(hdr.gso_size), scratch, emit),
         other => Err(OffloadError::UnsupportedGso(other)),
     }
+}
+
+/// Sets the IP header of a segment of `seg_len` bytes: its length and, for IPv4, the ID of
+/// segment `i` (the super-packet's ID + i) and the header checksum.
+fn fix_ip_header(seg: &mut [u8], ip_len: usize, v6: bool, id0: u16, i: usize) {
+    let seg_len = seg.len();
+    if v6 {
+        seg[4..6].copy_from_slice(&((seg_len - 40) as u16).to_be_bytes());
+    } else {
+        seg[2..4].copy_from_slice(&(seg_len as u16).to_be_bytes());
+        seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+        seg[10..12].fill(0);
+        let c = fold(sum16(0, &seg[..ip_len]));
+        seg[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+/// Cuts a UDP super-packet (USO) into datagrams of at most `size` payload bytes each.
+fn segment_udp(
+    pkt: &[u8],
+    size: usize,
+    scratch: &mut [u8],
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, OffloadError> {
+    let (ip_len, protocol, v6) = ip_header(pkt)?;
+    if protocol != 17 {
+        return Err(OffloadError::BadHeaders("USO of a non-UDP packet"));
+    }
+    let hdrs = ip_len + 8;
+    if pkt.len() < hdrs {
+        return Err(OffloadError::BadHeaders("truncated UDP header"));
+    }
+    if size == 0 || hdrs + size > scratch.len() {
+        return Err(OffloadError::BadHeaders("GSO size"));
+    }
+    let payload = &pkt[hdrs..];
+    if payload.is_empty() {
+        return Err(OffloadError::BadHeaders("USO without payload"));
+    }
+    let id0 = u16::from_be_bytes([pkt[4], pkt[5]]);
+    let count = payload.len().div_ceil(size);
+    for (i, chunk) in payload.chunks(size).enumerate() {
+        let seg_len = hdrs + chunk.len();
+        let seg = &mut scratch[..seg_len];
+        seg[..hdrs].copy_from_slice(&pkt[..hdrs]);
+        seg[hdrs..].copy_from_slice(chunk);
+        fix_ip_header(seg, ip_len, v6, id0, i);
+        let u = ip_len;
+        seg[u + 4..u + 6].copy_from_slice(&((8 + chunk.len()) as u16).to_be_bytes());
+        seg[u + 6..u + 8].fill(0);
+        let sum = sum16(pseudo_sum(seg, 17, seg_len - ip_len), &seg[ip_len..]);
+        // 0 means "no checksum" in UDP (and is not allowed over IPv6): sent as 0xffff.
+        let c = match fold(sum) {
+            0 => 0xffff,
+            c => c,
+        };
+        seg[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
+        emit(seg);
+    }
+    Ok(count)
 }
 
 /// Cuts a TCP super-packet into segments of at most `mss` payload bytes.
@@ -214,15 +282,7 @@ fn segment_tcp(
         let seg = &mut scratch[..seg_len];
         seg[..hdrs].copy_from_slice(&pkt[..hdrs]);
         seg[hdrs..].copy_from_slice(chunk);
-        if v6 {
-            seg[4..6].copy_from_slice(&((seg_len - 40) as u16).to_be_bytes());
-        } else {
-            seg[2..4].copy_from_slice(&(seg_len as u16).to_be_bytes());
-            seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-            seg[10..12].fill(0);
-            let c = fold(sum16(0, &seg[..ip_len]));
-            seg[10..12].copy_from_slice(&c.to_be_bytes());
-        }
+        fix_ip_header(seg, ip_len, v6, id0, i);
         let t = ip_len;
         let seq = seq0.wrapping_add((i * mss) as u32);
         seg[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
@@ -512,5 +572,102 @@ mod tests {
         // Not IP at all.
         let mut read = with_hdr(tso, &[0u8; 60]);
         assert!(run_split(&mut read).is_err());
+    }
+
+    /// A UDP packet (IPv4 10.128.0.5 -> 10.132.0.7, ID 0x1000, or IPv6 fd00::1 -> fd00::2),
+    /// 5353 -> 9999, with `payload` and a valid checksum.
+    fn udp_packet(v6: bool, payload: &[u8]) -> Vec<u8> {
+        let ip_len = if v6 { 40 } else { 20 };
+        let total = ip_len + 8 + payload.len();
+        let mut p = vec![0u8; total];
+        if v6 {
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+            p[6] = 17;
+            p[7] = 64;
+            p[8] = 0xfd;
+            p[23] = 1;
+            p[24] = 0xfd;
+            p[39] = 2;
+        } else {
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&0x1000u16.to_be_bytes());
+            p[8] = 64;
+            p[9] = 17;
+            p[12..16].copy_from_slice(&[10, 128, 0, 5]);
+            p[16..20].copy_from_slice(&[10, 132, 0, 7]);
+            let c = fold(sum16(0, &p[..20]));
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        let u = ip_len;
+        p[u..u + 2].copy_from_slice(&5353u16.to_be_bytes());
+        p[u + 2..u + 4].copy_from_slice(&9999u16.to_be_bytes());
+        p[u + 4..u + 6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        p[ip_len + 8..].copy_from_slice(payload);
+        let c = fold(sum16(pseudo_sum(&p, 17, total - ip_len), &p[ip_len..]));
+        p[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn uso_super_packets_are_cut_into_datagrams() {
+        let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for v6 in [false, true] {
+            let ip_len = if v6 { 40 } else { 20 };
+            let uso = VnetHdr {
+                flags: F_NEEDS_CSUM,
+                gso_type: GSO_UDP_L4,
+                hdr_len: (ip_len + 8) as u16,
+                gso_size: 1200,
+                csum_start: ip_len as u16,
+                csum_offset: 6,
+            };
+            let mut read = with_hdr(uso, &udp_packet(v6, &payload));
+            assert!(is_udp_super_packet(&read));
+            let segs = run_split(&mut read).unwrap();
+            assert_eq!(segs.len(), 3, "v6 {v6}");
+            let mut joined = Vec::new();
+            for (i, seg) in segs.iter().enumerate() {
+                let want = [1200, 1200, 600][i];
+                assert_eq!(seg.len(), ip_len + 8 + want);
+                let u = ip_len;
+                assert_eq!(
+                    usize::from(u16::from_be_bytes([seg[u + 4], seg[u + 5]])),
+                    8 + want,
+                    "UDP length"
+                );
+                assert_eq!(&seg[u..u + 4], &[0x14, 0xe9, 0x27, 0x0f], "ports kept");
+                if v6 {
+                    assert_eq!(usize::from(u16::from_be_bytes([seg[4], seg[5]])), 8 + want);
+                } else {
+                    assert_eq!(u16::from_be_bytes([seg[4], seg[5]]), 0x1000 + i as u16);
+                    assert_eq!(fold(sum16(0, &seg[..20])), 0, "IPv4 header checksum");
+                }
+                let sum = sum16(pseudo_sum(seg, 17, seg.len() - ip_len), &seg[ip_len..]);
+                assert_eq!(fold(sum), 0, "UDP checksum of segment {i}");
+                joined.extend_from_slice(&seg[ip_len + 8..]);
+            }
+            assert_eq!(joined, payload);
+        }
+        // USO over a TCP packet, or without payload: refused.
+        let tcp = test_packet::tcp(&test_packet::Tcp {
+            v6: false,
+            ip_id: 1,
+            tos: 0,
+            src_port: 1,
+            seq: 1,
+            flags: TCP_PSH,
+            options: &[],
+            payload: &[1; 100],
+        });
+        let uso = VnetHdr {
+            gso_type: GSO_UDP_L4,
+            gso_size: 50,
+            ..VnetHdr::default()
+        };
+        assert!(run_split(&mut with_hdr(uso, &tcp)).is_err());
+        assert!(run_split(&mut with_hdr(uso, &udp_packet(false, &[]))).is_err());
+        assert!(!is_udp_super_packet(&with_hdr(VnetHdr::default(), &tcp)));
     }
 }

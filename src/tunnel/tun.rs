@@ -6,9 +6,9 @@
 //! `sdn-tunnel cleanup` (or an uninstall, see agent::shutdown) deletes it.
 //!
 //! With offloads (`tunnel.offloads`, the default) the device is opened with `IFF_VNET_HDR`
-//! and TSO and checksum offload enabled (`TUNSETOFFLOAD`): a read then yields a virtio-net
-//! header and up to 64 KiB of TCP that the device segments itself (`offload.rs`), and a write
-//! carries a header saying "nothing to do". Without them, offloads are switched off
+//! and TSO, USO (where the kernel has it, 6.2+) and checksum offload enabled (`TUNSETOFFLOAD`):
+//! a read then yields a virtio-net header and up to 64 KiB of TCP or UDP that the device
+//! segments itself (`offload.rs`), and a write carries a header saying "nothing to do". Without them, offloads are switched off
 //! explicitly: a persistent device may still have them from an earlier agent.
 //!
 //! Multi-queue: the device is created with `IFF_MULTI_QUEUE` and opened once per queue; the
@@ -30,6 +30,9 @@ const IFF_MULTI_QUEUE: libc::c_int = 0x0100;
 const TUN_F_CSUM: libc::c_ulong = 0x01;
 const TUN_F_TSO4: libc::c_ulong = 0x02;
 const TUN_F_TSO6: libc::c_ulong = 0x04;
+/// UDP segmentation offload (kernel 6.2+; older kernels refuse the flags with EINVAL).
+const TUN_F_USO4: libc::c_ulong = 0x20;
+const TUN_F_USO6: libc::c_ulong = 0x40;
 
 pub struct Tun {
     fd: OwnedFd,
@@ -55,6 +58,8 @@ pub struct Opened {
     pub offloads: Offloads,
     /// The device existed without `IFF_MULTI_QUEUE` (made by an earlier version): one queue.
     pub single_queue_device: bool,
+    /// UDP segmentation (USO) on as well: UDP super-packets from `UDP_SEGMENT` senders.
+    pub uso: bool,
 }
 
 #[repr(C)]
@@ -93,12 +98,22 @@ impl Tun {
                 Offloads::Off
             };
         }
+        let mut uso = false;
         match state {
             Offloads::On => {
-                let flags = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
-                // SAFETY: TUNSETOFFLOAD takes the flags by value (one call sets the device).
-                if unsafe { libc::ioctl(tuns[0].fd.as_raw_fd(), TUNSETOFFLOAD as _, flags) } < 0 {
-                    let e = io::Error::last_os_error();
+                let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+                let set = |flags: libc::c_ulong| {
+                    // SAFETY: TUNSETOFFLOAD takes the flags by value (one call sets the device).
+                    if unsafe { libc::ioctl(tuns[0].fd.as_raw_fd(), TUNSETOFFLOAD as _, flags) } < 0
+                    {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(())
+                    }
+                };
+                if set(tso | TUN_F_USO4 | TUN_F_USO6).is_ok() {
+                    uso = true;
+                } else if let Err(e) = set(tso) {
                     // The header stays (every packet then comes with GSO type "none"), harmless.
                     state = Offloads::Refused(format!("TUNSETOFFLOAD: {e}"));
                 }
@@ -109,6 +124,7 @@ impl Tun {
             queues: tuns,
             offloads: state,
             single_queue_device: !multi_queue,
+            uso,
         })
     }
 

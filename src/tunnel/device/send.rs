@@ -74,10 +74,14 @@ impl Device {
             match split {
                 Ok(0) => {}
                 Ok(segments) => {
-                    Counters::inc(&self.counters.tso_superpackets);
-                    self.counters
-                        .tso_segments
-                        .fetch_add(segments as u64, Ordering::Relaxed);
+                    let c = &self.counters;
+                    let (supers, segs) = if offload::is_udp_super_packet(inbuf) {
+                        (&c.uso_superpackets, &c.uso_segments)
+                    } else {
+                        (&c.tso_superpackets, &c.tso_segments)
+                    };
+                    Counters::inc(supers);
+                    segs.fetch_add(segments as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "packet from the device dropped");
