@@ -15,6 +15,7 @@ pub mod http;
 pub mod keys;
 pub mod link;
 pub mod listen;
+pub mod mcs;
 pub mod memory;
 pub mod metrics;
 pub mod model;
