@@ -16,6 +16,7 @@ pub mod instance_lock;
 pub mod keys;
 pub mod link;
 pub mod listen;
+pub mod mcs;
 pub mod memory;
 pub mod metrics;
 pub mod model;

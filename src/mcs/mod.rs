@@ -1,0 +1,38 @@
+//! Groundwork for the Multi-Cluster Services API (KEP-1645, sigs.k8s.io/mcs-api v1beta1; issue
+//! 17): pure functions, no I/O, not yet used by the agent.
+//!
+//! - [`clusterset_ip`]: one ClusterSetIP per exported (namespace, name), computed identically by
+//!   every node of every cluster from the `clusterSetCIDR` and the set of exported services.
+//! - [`conflict`]: the ServiceImport derived from the ServiceExports of one (namespace, name) in
+//!   several clusters, and the conditions to set on each ServiceExport (the KEP's conflict
+//!   resolution: oldest export first).
+//!
+//! See docs/mcs-notes.md for the upstream version and where the names come from.
+
+pub mod clusterset_ip;
+pub mod conflict;
+
+use std::fmt;
+
+/// An exported service: the (namespace, name) shared by a ServiceExport, its Service and the
+/// derived ServiceImport. Ordered by namespace, then name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
