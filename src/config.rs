@@ -289,10 +289,11 @@ pub struct TunnelConfig {
     /// Advertised endpoint: nodeInternalIP (default), nodeExternalIP, an IP, or address:port.
     #[serde(default)]
     pub endpoint: EndpointPolicy,
-    /// TUN offloads (TSO and checksum offload through virtio-net headers); on by default.
+    /// TUN offloads (TSO, USO where the kernel has it, and checksum offload through virtio-net
+    /// headers); on by default.
     #[serde(default = "default_true")]
     pub offloads: bool,
-    /// Queues of the device, each with its own pair of packet threads. Default: the CPUs
+    /// Queues of the device, each with its own packet thread. Default: the CPUs
     /// available to the process, at most [`AUTO_QUEUES_MAX`].
     #[serde(default)]
     pub queues: Option<u16>,

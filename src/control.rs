@@ -161,6 +161,7 @@ pub struct AgentFacts {
 
 pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
     let (rcv, snd) = dev.udp_buffer_sizes();
+    let queues = dev.queue_counters();
     AgentStatus {
         cluster: facts.cluster.clone(),
         node: facts.node.clone(),
@@ -172,8 +173,8 @@ pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
         udp_receive_buffer: rcv,
         udp_send_buffer: snd,
         queues: dev.queue_count(),
-        queue_tun_reads: dev.queue_counters().iter().map(|c| c.0).collect(),
-        queue_udp_datagrams: dev.queue_counters().iter().map(|c| c.1).collect(),
+        queue_tun_reads: queues.iter().map(|c| c.0).collect(),
+        queue_udp_datagrams: queues.iter().map(|c| c.1).collect(),
         peers: dev
             .peers()
             .peers

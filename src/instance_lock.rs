@@ -27,18 +27,35 @@ impl InstanceLock {
         let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
         match UnixDatagram::bind_addr(&addr) {
             Ok(sock) => Ok(InstanceLock { _sock: sock }),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
-                e.kind(),
-                format!(
-                    "another sdn-tunnel agent already runs tunnel device {device} in this network \
-                     namespace (it holds the abstract socket @{name}; `ss -xlp | grep {name}` \
-                     shows it): stop it first, or give this one another tunnel.device and \
-                     tunnel.listenPort"
-                ),
-            )),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                // Abstract names have no permissions: say who holds it, in case it is not us.
+                let who = holder(&name)
+                    .map(|(pid, comm)| format!("{comm} (pid {pid})"))
+                    .unwrap_or_else(|| "a process not visible here".into());
+                Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "another sdn-tunnel agent already runs tunnel device {device} in this \
+                         network namespace: {who} holds the abstract socket @{name}; stop it \
+                         first, or give this one another tunnel.device and tunnel.listenPort"
+                    ),
+                ))
+            }
             Err(e) => Err(e),
         }
     }
+}
+
+/// The process holding abstract unix socket `@name`, from `/proc/net/unix` (`Num RefCount
+/// Protocol Flags Type St Inode Path`, abstract paths shown with a leading `@`).
+fn holder(name: &str) -> Option<(u32, String)> {
+    let text = std::fs::read_to_string("/proc/net/unix").ok()?;
+    let want = format!("@{name}");
+    let inode: u64 = text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(7) == Some(&want.as_str())).then(|| f.get(6)?.parse().ok())?
+    })?;
+    crate::port_owner::socket_owners(&[inode]).remove(&inode)
 }
 
 #[cfg(test)]

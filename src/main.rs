@@ -353,6 +353,9 @@ fn probe(cmd: ProbeCommand) -> Result<ExitCode> {
 
 fn cleanup_cmd(config: &Path) -> Result<ExitCode> {
     let cfg = read_config(config, ConfigUse::Lenient)?;
+    // Not under a running agent: it would lose its device and routes mid-flight.
+    let _lock = sdn_tunnel::instance_lock::InstanceLock::acquire(&cfg.tunnel.device)
+        .context("cleanup refuses to run while an agent runs the device")?;
     let r = runtime()?.block_on(cleanup::cleanup(&cfg.tunnel, Some(&cfg)))?;
     if !r.proxy.is_empty() {
         println!("removed (proxy): {}", r.proxy);

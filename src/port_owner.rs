@@ -80,7 +80,7 @@ pub fn parse_proc_net_udp(text: &str) -> Vec<UdpSocket> {
 }
 
 /// inode -> (pid, comm) for the sockets among `inodes` that a visible process holds open.
-fn socket_owners(inodes: &[u64]) -> HashMap<u64, (u32, String)> {
+pub(crate) fn socket_owners(inodes: &[u64]) -> HashMap<u64, (u32, String)> {
     let mut out = HashMap::new();
     if inodes.iter().all(|&i| i == 0) {
         return out;

@@ -281,22 +281,6 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fill_is_deterministic_and_not_constant() {
-        let (mut a, mut b) = (1u64, 1u64);
-        let (mut x, mut y) = ([0u8; 37], [0u8; 37]);
-        fill(&mut a, &mut x);
-        fill(&mut b, &mut y);
-        assert_eq!(x, y);
-        assert!(x.iter().any(|&v| v != x[0]));
-        assert_ne!(fnv1a(FNV_OFFSET, &x), fnv1a(FNV_OFFSET, &x[1..]));
-    }
-}
-
 /// The payload of datagram `k` of send `s` in [`udp_gso_transfer`]: the two numbers, then a
 /// pattern of both, so a datagram cut at the wrong place or with bytes of another shows.
 fn gso_datagram(s: u32, k: u16, size: usize) -> Vec<u8> {
@@ -393,4 +377,20 @@ pub fn udp_gso_transfer(
             .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
         sent.map(|()| ok)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_is_deterministic_and_not_constant() {
+        let (mut a, mut b) = (1u64, 1u64);
+        let (mut x, mut y) = ([0u8; 37], [0u8; 37]);
+        fill(&mut a, &mut x);
+        fill(&mut b, &mut y);
+        assert_eq!(x, y);
+        assert!(x.iter().any(|&v| v != x[0]));
+        assert_ne!(fnv1a(FNV_OFFSET, &x), fnv1a(FNV_OFFSET, &x[1..]));
+    }
 }

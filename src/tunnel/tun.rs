@@ -7,14 +7,16 @@
 //!
 //! With offloads (`tunnel.offloads`, the default) the device is opened with `IFF_VNET_HDR`
 //! and TSO, USO (where the kernel has it, 6.2+) and checksum offload enabled (`TUNSETOFFLOAD`):
-//! a read then yields a virtio-net header and up to 64 KiB of TCP or UDP that the device
-//! segments itself (`offload.rs`), and a write carries a header saying "nothing to do". Without them, offloads are switched off
-//! explicitly: a persistent device may still have them from an earlier agent.
+//! a read then yields a virtio-net header and up to 64 KiB of TCP or UDP that the agent
+//! segments itself (`offload.rs`), and a write carries a header saying "nothing to do".
+//! Without them, offloads are switched off explicitly: a persistent device may still have
+//! them from an earlier agent.
 //!
 //! Multi-queue: the device is created with `IFF_MULTI_QUEUE` and opened once per queue; the
-//! kernel spreads what it routes into the device over the queues by flow hash (one flow
-//! stays on one queue, so its packets stay in order), and each queue has its own packet
-//! threads. A device an earlier version created without multi-queue keeps one queue (the
+//! kernel spreads what it routes into the device over the queues by flow hash, and moves a
+//! flow to the queue that last wrote packets of it (so a flow follows its peer's queue; in
+//! the rare move, a packet or two may pass one still queued on the other). Each queue has
+//! its own packet thread. A device an earlier version created without multi-queue keeps one queue (the
 //! kernel cannot change that on a live device); `sdn-tunnel cleanup` before the next start
 //! recreates it.
 
@@ -71,8 +73,8 @@ struct IfReq {
 
 impl Tun {
     /// Creates, or attaches to (after a restart), the persistent TUN device `name` with
-    /// `queues` queues, with TSO and checksum offload when `offloads` (falling back to none
-    /// where the kernel refuses).
+    /// `queues` queues, with TSO, USO and checksum offload when `offloads` (USO only where the
+    /// kernel has it; none where the kernel refuses the header).
     pub fn create(name: &str, offloads: bool, queues: usize) -> io::Result<Opened> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(io::Error::new(

@@ -65,7 +65,9 @@ impl Udp {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
                     format!(
-                        "bind UDP port {port}: {} sockets on the port, {count} of them ours:                          another process joined it with SO_REUSEPORT (holders: {}); stop it or                          set tunnel.listenPort to a free port",
+                        "bind UDP port {port}: {} sockets on the port, {count} of them ours: \
+                         another process joined it with SO_REUSEPORT (holders: {}); stop it or \
+                         set tunnel.listenPort to a free port",
                         holders.len(),
                         crate::port_owner::describe(&holders)
                     ),
@@ -84,7 +86,10 @@ impl Udp {
     ) -> io::Result<Udp> {
         let v6 = match dual_stack {
             Some(false) => None,
-            _ => Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).ok(),
+            // The group's family is fixed by its first socket: a later one must not fall back
+            // to IPv4 (it would take all IPv4 traffic, and the others' addresses would not fit).
+            Some(true) => Some(Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?),
+            None => Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).ok(),
         };
         let (sock, dual_stack) = match v6 {
             Some(s) => {
@@ -95,7 +100,10 @@ impl Udp {
                 let addr = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
                 match s.bind(&addr.into()) {
                     Ok(()) => (s, true),
-                    Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+                            && dual_stack.is_none() =>
+                    {
                         Self::v4(port, reuse)?
                     }
                     Err(e) => return Err(bind_err(port, e)),

@@ -73,9 +73,20 @@ impl Device {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The socket itself is gone or broken: end the thread (the device stops).
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EINVAL)
+                    ) =>
+                {
+                    return Err(e)
+                }
                 Err(e) => {
-                    // ICMP errors surface here as ECONNREFUSED etc.; they are not fatal.
+                    // Anything else (e.g. ENOMEM) is counted as a batch, so that an error
+                    // that persists cannot keep the thread here and starve the other side.
                     tracing::debug!(error = %e, "udp receive error");
+                    batches += 1;
                     continue;
                 }
             };
