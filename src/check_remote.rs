@@ -46,6 +46,7 @@ pub async fn check(cfg: &Config, remote: &str, timeout: Duration) -> anyhow::Res
         name: remote.to_string(),
         kubeconfig: kubeconfig.clone(),
         context: r.context.clone(),
+        import: r.import.clone(),
         limits: cfg.limits.clone(),
     };
     let started = Instant::now();

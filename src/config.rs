@@ -407,6 +407,71 @@ pub struct RemoteConfig {
     /// Context in that kubeconfig (default: its current-context).
     #[serde(default)]
     pub context: Option<String>,
+    /// Which of the remote's Services are imported (kubeconfig remotes; static ones list
+    /// their services).
+    #[serde(default)]
+    pub import: Import,
+}
+
+/// Which Services of a remote cluster this cluster imports (`remotes[].import`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(try_from = "ImportRepr", into = "ImportRepr")]
+pub enum Import {
+    /// Only those the remote exports with a Multi-Cluster Services API `ServiceExport`
+    /// (multicluster.x-k8s.io, v1beta1 or v1alpha1) of the same namespace and name.
+    #[default]
+    Exported,
+    /// Every Service (for clusters without the MCS CRDs).
+    All,
+    /// Services whose labels match this Kubernetes label selector (`{selector: "k=v,..."}`),
+    /// as an export label does in Linkerd; the remote's API server filters them.
+    Selector(String),
+}
+
+/// How `import` is written: a word, or a map with one key.
+#[derive(Deserialize, Serialize)]
+#[serde(untagged)]
+enum ImportRepr {
+    Word(String),
+    Map(std::collections::BTreeMap<String, String>),
+}
+
+impl TryFrom<ImportRepr> for Import {
+    type Error = String;
+    fn try_from(r: ImportRepr) -> Result<Import, String> {
+        // serde names the remote, not this field: the message says `import` itself.
+        const EXPECTED: &str = "expected `exported`, `all` or `{selector: \"<label selector>\"}`";
+        match r {
+            ImportRepr::Word(w) if w == "exported" => Ok(Import::Exported),
+            ImportRepr::Word(w) if w == "all" => Ok(Import::All),
+            ImportRepr::Word(w) => Err(format!("import: unknown value '{w}': {EXPECTED}")),
+            ImportRepr::Map(mut m) => match (m.remove("selector"), m.keys().next()) {
+                (_, Some(k)) => Err(format!("import: unknown key '{k}': {EXPECTED}")),
+                (Some(sel), None) => Ok(Import::Selector(sel)),
+                (None, None) => Err(format!("import: empty map: {EXPECTED}")),
+            },
+        }
+    }
+}
+
+impl From<Import> for ImportRepr {
+    fn from(i: Import) -> ImportRepr {
+        match i {
+            Import::Exported => ImportRepr::Word("exported".into()),
+            Import::All => ImportRepr::Word("all".into()),
+            Import::Selector(s) => ImportRepr::Map([("selector".to_string(), s)].into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Import {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Import::Exported => f.write_str("exported"),
+            Import::All => f.write_str("all"),
+            Import::Selector(s) => write!(f, "selector {s}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]

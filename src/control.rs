@@ -97,6 +97,9 @@ pub struct RemoteStatus {
     /// Limits (config `limits`) this remote reached.
     #[serde(default)]
     pub limits_hit: Vec<crate::model::LimitHit>,
+    /// What `import` let through (kubeconfig remotes).
+    #[serde(default)]
+    pub import: Option<crate::model::ImportReport>,
 }
 
 /// Our own Node's annotations (self-advertisement).

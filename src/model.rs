@@ -58,6 +58,6 @@ mod plan;
 pub mod types;
 pub use plan::{key_owners, plan, plan_with, routes, KeyOwners, Snapshots};
 pub use types::{
-    Endpoint, EndpointPort, LimitHit, Protocol, RemoteNode, RemoteService, RemoteSnapshot,
-    ServicePort,
+    Endpoint, EndpointPort, ImportReport, LimitHit, Protocol, RemoteNode, RemoteService,
+    RemoteSnapshot, ServicePort,
 };

@@ -384,6 +384,24 @@ fn render_advertisement(s: &mut String, a: &AdvertiseStatus, now_unix: u64) {
     }
 }
 
+/// The `import` line of a remote (none for `import: all`, which filters nothing).
+fn import_line(i: &crate::model::ImportReport) -> Option<String> {
+    match (i.policy.as_str(), &i.export_api) {
+        ("all", _) => None,
+        ("exported", Some(api)) => Some(format!(
+            "import exported: {} ServiceExports ({api}); {} services not exported",
+            i.service_exports, i.not_exported
+        )),
+        ("exported", None) => Some(format!(
+            "import exported: NOTHING IMPORTED: the remote serves no ServiceExport API \
+             (install the MCS CRDs there and export Services, or set import: all); \
+             {} services not exported",
+            i.not_exported
+        )),
+        (policy, _) => Some(format!("import {policy}")),
+    }
+}
+
 fn render_remotes(s: &mut String, remotes: &[RemoteStatus], now_unix: u64) {
     if remotes.is_empty() {
         return;
@@ -412,6 +430,9 @@ fn render_remotes(s: &mut String, remotes: &[RemoteStatus], now_unix: u64) {
         );
         if let Some(e) = &r.last_error {
             let _ = writeln!(s, "    error: {e}");
+        }
+        if let Some(line) = r.import.as_ref().and_then(import_line) {
+            let _ = writeln!(s, "    {line}");
         }
         for l in &r.limits_hit {
             let _ = writeln!(
@@ -569,6 +590,12 @@ mod tests {
                     reason: "podCIDR 10.128.0.0/24 is outside remote west podCIDRs".into(),
                 }],
                 limits_hit: vec![],
+                import: Some(crate::model::ImportReport {
+                    policy: "exported".into(),
+                    export_api: Some("multicluster.x-k8s.io/v1beta1".into()),
+                    service_exports: 4,
+                    not_exported: 7,
+                }),
             },
             RemoteStatus {
                 name: "north".into(),
@@ -583,6 +610,7 @@ mod tests {
                 endpoints: 0,
                 rejected: vec![],
                 limits_hit: vec![],
+                import: None,
             },
         ];
         a.advertisement = Some(AdvertiseStatus {
@@ -598,6 +626,15 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("    error: connection refused"), "{t}");
+        assert!(
+            t.contains("    import exported: 4 ServiceExports (multicluster.x-k8s.io/v1beta1); 7 services not exported"),
+            "{t}"
+        );
+        let mut i = r.agent.as_ref().unwrap().remotes[0].import.clone().unwrap();
+        i.export_api = None;
+        assert!(import_line(&i).unwrap().contains("NOTHING IMPORTED"));
+        i.policy = "all".into();
+        assert_eq!(import_line(&i), None);
         assert!(
             t.contains("    rejected node evil: podCIDR 10.128.0.0/24 is outside"),
             "{t}"

@@ -63,6 +63,7 @@ impl Remotes {
                     name: r.name.clone(),
                     kubeconfig: path.clone(),
                     context: r.context.clone(),
+                    import: r.import.clone(),
                     limits: cfg.limits.clone(),
                 };
                 let changed = changed.clone();
@@ -165,5 +166,6 @@ fn remote_status(v: &RemoteView, d: &Desired) -> RemoteStatus {
             .cloned()
             .collect(),
         limits_hit: v.snapshot.limits_hit.clone(),
+        import: v.snapshot.import.clone(),
     }
 }

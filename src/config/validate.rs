@@ -433,6 +433,17 @@ impl Checker {
             if r.context.is_some() && r.kubeconfig.is_none() {
                 self.err(format!("{at}.context"), "only meaningful with `kubeconfig`");
             }
+            if let crate::config::Import::Selector(sel) = &r.import {
+                if let Err(reason) = label_selector(sel) {
+                    self.err(format!("{at}.import.selector"), reason);
+                }
+            }
+            if r.static_source.is_some() && r.import != crate::config::Import::default() {
+                self.err(
+                    format!("{at}.import"),
+                    "only meaningful with `kubeconfig` (a static remote lists its services)",
+                );
+            }
             match (&r.static_source, &r.kubeconfig) {
                 (None, None) => self.err(at, "no source; add `kubeconfig:` or `static:`"),
                 (Some(_), Some(_)) => self.err(
@@ -687,6 +698,84 @@ fn list(nets: &[IpNetwork]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// Checks the syntax of a Kubernetes label selector (`k=v`, `k==v`, `k!=v`, `k`, `!k`,
+/// `k in (a,b)`, `k notin (a,b)`, comma-separated), so a typo is a config error naming the
+/// field rather than a remote that fails at run time with the API server's 400.
+pub(crate) fn label_selector(sel: &str) -> Result<(), String> {
+    if sel.trim().is_empty() {
+        return Err("empty selector (use `import: all` to import every Service)".into());
+    }
+    if sel.len() > 1024 {
+        return Err("longer than 1024 bytes".into());
+    }
+    let key_ok = |k: &str| {
+        let k = k.trim();
+        let (prefix, name) = k.rsplit_once('/').unwrap_or(("", k));
+        let name_ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+        let prefix_ok = prefix.len() <= 253
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c));
+        name_ok && prefix_ok && !(k.contains('/') && prefix.is_empty())
+    };
+    let value_ok = |v: &str| {
+        let v = v.trim();
+        v.is_empty()
+            || (v.len() <= 63
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
+    };
+    // Split on commas outside parentheses.
+    let mut reqs = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, c) in sel.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                reqs.push(&sel[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if !(0..=1).contains(&depth) {
+            return Err("unbalanced parentheses".into());
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced parentheses".into());
+    }
+    reqs.push(&sel[start..]);
+    for req in reqs {
+        let r = req.trim();
+        let bad = || format!("'{r}' is not a label requirement (k=v, k!=v, k, !k, k in (a,b))");
+        if let Some(k) = r.strip_prefix('!') {
+            key_ok(k).then_some(()).ok_or_else(bad)?;
+        } else if let Some((k, v)) = r.split_once("!=") {
+            (key_ok(k) && value_ok(v)).then_some(()).ok_or_else(bad)?;
+        } else if let Some((k, v)) = r.split_once("==").or_else(|| r.split_once('=')) {
+            (key_ok(k) && value_ok(v)).then_some(()).ok_or_else(bad)?;
+        } else if let Some(open) = r.find('(') {
+            let head: Vec<&str> = r[..open].split_whitespace().collect();
+            let list = r[open + 1..].strip_suffix(')').ok_or_else(bad)?;
+            let ok = matches!(head.as_slice(), [k, "in" | "notin"] if key_ok(k))
+                && list.split(',').all(|v| !v.trim().is_empty() && value_ok(v));
+            ok.then_some(()).ok_or_else(bad)?;
+        } else {
+            key_ok(r).then_some(()).ok_or_else(bad)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,6 +820,76 @@ mod tests {
         assert!(
             !fields.iter().any(|f| f.ends_with(".clusterIP")),
             "{fields:?}"
+        );
+    }
+
+    #[test]
+    fn import_parses_its_three_forms_and_checks_the_selector() {
+        use crate::config::Import;
+        let with = |import: &str| {
+            format!(
+                "cluster: {{name: a, podCIDRs: [10.128.0.0/16]}}\nnode: {{name: a1}}\n\
+                 remotes:\n- name: b\n  podCIDRs: [10.132.0.0/16]\n  kubeconfig: /k\n{import}"
+            )
+        };
+        let parsed =
+            |import: &str| Config::parse(&with(import), None).map(|c| c.remotes[0].import.clone());
+        assert_eq!(parsed("").unwrap(), Import::Exported);
+        assert_eq!(parsed("  import: all\n").unwrap(), Import::All);
+        assert_eq!(parsed("  import: exported\n").unwrap(), Import::Exported);
+        assert_eq!(
+            parsed("  import: {selector: 'mirror.linkerd.io/exported=true,tier in (web, api)'}\n")
+                .unwrap(),
+            Import::Selector("mirror.linkerd.io/exported=true,tier in (web, api)".into())
+        );
+        let err = format!("{:?}", parsed("  import: some\n").unwrap_err());
+        assert!(
+            err.contains("remotes[0]: import: unknown value 'some'"),
+            "{err}"
+        );
+        let err = format!("{:?}", parsed("  import: {selectr: a}\n").unwrap_err());
+        assert!(err.contains("unknown key 'selectr'"), "{err}");
+        for bad in [
+            "''",
+            "'a=b,'",
+            "'=x'",
+            "'a in (b'",
+            "'/x=1'",
+            "'a=b c'",
+            "'a in ()'",
+        ] {
+            let Err(ConfigError::Invalid(errs)) =
+                parsed(&format!("  import: {{selector: {bad}}}\n"))
+            else {
+                panic!("selector {bad} must be refused");
+            };
+            assert_eq!(
+                errs[0].field, "remotes[0].import.selector",
+                "{bad}: {errs:?}"
+            );
+        }
+        for good in [
+            "a",
+            "!a",
+            "a!=b",
+            "a==b",
+            "example.com/x=",
+            "a notin (x,y),b",
+        ] {
+            assert!(label_selector(good).is_ok(), "{good}");
+        }
+        // A static remote lists its own services: `import` there is a mistake.
+        let mut cfg = example();
+        let i = cfg
+            .remotes
+            .iter()
+            .position(|r| r.static_source.is_some())
+            .unwrap();
+        cfg.remotes[i].import = Import::All;
+        assert_error(
+            &cfg,
+            &format!("remotes[{i}].import"),
+            "only meaningful with `kubeconfig`",
         );
     }
 

@@ -1203,6 +1203,7 @@ mod tests {
                     endpoints: 0,
                     rejected: vec![],
                     limits_hit: vec![],
+                    import: None,
                 }],
                 ..Default::default()
             }),

@@ -442,6 +442,7 @@ mod tests {
                 },
             ],
             limits_hit: vec![],
+            import: None,
         });
         s.remotes.push(RemoteStatus {
             name: "north".into(),
@@ -456,6 +457,7 @@ mod tests {
             endpoints: 0,
             rejected: vec![],
             limits_hit: vec![],
+            import: None,
         });
         s.counters.dropped_no_peer = 9;
         s.proxy = Some(ProxyStatus {

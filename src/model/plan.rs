@@ -351,6 +351,7 @@ mod tests {
             }),
             kubeconfig: None,
             context: None,
+            import: Default::default(),
         }
     }
 

@@ -120,9 +120,27 @@ pub struct RemoteSnapshot {
     pub rejected: Vec<Rejected>,
     /// Limits (config `limits`) this remote reached.
     pub limits_hit: Vec<LimitHit>,
+    /// What `import` let through (kubeconfig remotes only).
+    pub import: Option<ImportReport>,
     /// namespace/service -> when it last changed (watch events after the first sync only).
     #[serde(skip)]
     pub changed_at: std::collections::BTreeMap<String, std::time::SystemTime>,
+}
+
+/// How a remote's `import` policy applied to its Services.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportReport {
+    /// `exported`, `all` or `selector <selector>`.
+    pub policy: String,
+    /// `import: exported`: the ServiceExport API the remote serves
+    /// ("multicluster.x-k8s.io/v1beta1"); None there means it serves none, so nothing is
+    /// imported.
+    pub export_api: Option<String>,
+    /// ServiceExports seen (`import: exported`).
+    pub service_exports: usize,
+    /// Services left out because nothing exports them.
+    pub not_exported: usize,
 }
 
 impl RemoteSnapshot {

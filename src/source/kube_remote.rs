@@ -8,9 +8,11 @@ use super::kube_client;
 use super::store::{self, RemoteStore};
 use super::watch_health::{Failure, WatchHealth, Watcher};
 use super::{now_unix, RemoteView, SourceHealth, SourceKind};
+use crate::config::Import;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::core::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
@@ -42,6 +44,70 @@ pub struct KubeRemote {
     pub context: Option<String>,
     /// What this remote may cost us (config `limits`).
     pub limits: crate::config::LimitsConfig,
+    /// Which of its Services are imported (config `remotes[].import`).
+    pub import: Import,
+}
+
+/// The Multi-Cluster Services API group, and the ServiceExport versions we read, preferred
+/// first (v1beta1 since mcs-api v0.5.0; v1alpha1 is what older Submariner and GKE serve).
+const MCS_GROUP: &str = "multicluster.x-k8s.io";
+const EXPORT_VERSIONS: [&str; 2] = ["v1beta1", "v1alpha1"];
+/// While the remote serves no ServiceExport API (or we could not tell), how often we look
+/// again: installing the CRDs there is followed without a restart.
+const EXPORT_API_CHECK: Duration = Duration::from_secs(10);
+
+/// What asking the remote for its ServiceExport API found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ExportApi {
+    /// Served at this version.
+    Served(&'static str),
+    /// Not served: the CRD is not installed.
+    Absent,
+    /// The discovery request failed (the API is down, or refuses us).
+    Unknown(String),
+}
+
+impl ExportApi {
+    fn api_version(&self) -> Option<String> {
+        match self {
+            ExportApi::Served(v) => Some(format!("{MCS_GROUP}/{v}")),
+            _ => None,
+        }
+    }
+}
+
+/// Asks the remote's discovery which ServiceExport version it serves.
+async fn discover_export_api(client: &Client) -> ExportApi {
+    for v in EXPORT_VERSIONS {
+        match client
+            .list_api_group_resources(&format!("{MCS_GROUP}/{v}"))
+            .await
+        {
+            Ok(list) if list.resources.iter().any(|r| r.name == "serviceexports") => {
+                return ExportApi::Served(v)
+            }
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return ExportApi::Unknown(e.to_string()),
+        }
+    }
+    ExportApi::Absent
+}
+
+fn export_resource(version: &str) -> ApiResource {
+    ApiResource {
+        group: MCS_GROUP.into(),
+        version: version.into(),
+        api_version: format!("{MCS_GROUP}/{version}"),
+        kind: "ServiceExport".into(),
+        plural: "serviceexports".into(),
+    }
+}
+
+/// A 404 from the export watcher: the CRD went away under it.
+fn is_not_found(e: &watcher::Error) -> bool {
+    let s = format!("{e:?}");
+    s.contains("code: 404") || s.contains("NotFound")
 }
 
 // One lives at a time (moved straight into the store), so the size spread costs nothing.
@@ -50,6 +116,7 @@ enum Update {
     Node(Result<Event<Node>, watcher::Error>),
     Service(Result<Event<Service>, watcher::Error>),
     Slice(Result<Event<EndpointSlice>, watcher::Error>),
+    Export(Result<Event<PartialObjectMeta<DynamicObject>>, watcher::Error>),
 }
 
 impl Update {
@@ -58,6 +125,7 @@ impl Update {
             Update::Node(_) => Watcher::Nodes,
             Update::Service(_) => Watcher::Services,
             Update::Slice(_) => Watcher::Slices,
+            Update::Export(_) => Watcher::Exports,
         }
     }
 }
@@ -81,6 +149,10 @@ impl KubeRemote {
     pub async fn run(self, tx: watch::Sender<RemoteView>, changed: Arc<Notify>) {
         let mut health = SourceHealth::new(SourceKind::Kube);
         let mut store = RemoteStore::with_limits(&self.name, (&self.limits).into());
+        store.policy = self.import.to_string();
+        if self.import == Import::Exported {
+            store.gate_on_exports(self.limits.services);
+        }
         let mut was_synced = false;
         let mut conn = self.connect(&tx, &changed, &mut health).await;
         loop {
@@ -97,8 +169,6 @@ impl KubeRemote {
             else {
                 return;
             };
-            tracing::info!(remote = %self.name, kubeconfig = %self.kubeconfig.display(),
-                "kubeconfig changed; reconnected with it");
             conn = next;
         }
     }
@@ -154,16 +224,47 @@ impl KubeRemote {
             .backoff(RetryBackoff::default())
             .map(Update::Node);
         let svc_cfg = watcher::Config::default().labels(NOT_OURS);
-        let services = watcher::watcher(Api::<Service>::all(client.clone()), svc_cfg.clone())
+        // `import: {selector}` is the API server's to apply. Slices are not filtered by it
+        // (their labels need not follow the Service's): the snapshot joins them by Service.
+        let selected = match &self.import {
+            Import::Selector(sel) => {
+                watcher::Config::default().labels(&format!("{NOT_OURS},{sel}"))
+            }
+            _ => svc_cfg.clone(),
+        };
+        let services = watcher::watcher(Api::<Service>::all(client.clone()), selected)
             .backoff(RetryBackoff::default())
             .map(Update::Service);
         let slices = watcher::watcher(Api::<EndpointSlice>::all(client.clone()), svc_cfg)
             .backoff(RetryBackoff::default())
             .map(Update::Slice);
+        let mut export_api = None;
+        let mut dirty = false;
+        if self.import == Import::Exported {
+            let found = discover_export_api(&client).await;
+            dirty = self.export_api_found(&found, store, health, tx, changed);
+            export_api = Some(found);
+        }
+        let exports = match &export_api {
+            // Metadata only: the name is all that matters, and a status can be long.
+            Some(ExportApi::Served(v)) => watcher::watcher(
+                Api::<PartialObjectMeta<DynamicObject>>::all_with(
+                    client.clone(),
+                    &export_resource(v),
+                ),
+                watcher::Config::default(),
+            )
+            .backoff(RetryBackoff::default())
+            .map(Update::Export)
+            .boxed(),
+            _ => futures::stream::pending().boxed(),
+        };
+        let discovery = client.clone();
         let probe_api = Api::<Node>::all(client);
         let mut updates =
-            futures::stream::select_all([nodes.boxed(), services.boxed(), slices.boxed()]);
-        let mut dirty = false;
+            futures::stream::select_all([nodes.boxed(), services.boxed(), slices.boxed(), exports]);
+        let mut export_check = tokio::time::interval(EXPORT_API_CHECK);
+        export_check.tick().await;
         let mut watchers = WatchHealth::default();
         let mut probe = tokio::time::interval(PROBE);
         let mut reread = tokio::time::interval(KUBECONFIG_CHECK);
@@ -188,11 +289,36 @@ impl KubeRemote {
                                 debounce.as_mut().reset(tokio::time::Instant::now() + DEBOUNCE);
                             }
                         }
+                        Err(e) if w == Watcher::Exports && is_not_found(&e) => {
+                            // The CRD was deleted: look again, and start over without it.
+                            let found = discover_export_api(&discovery).await;
+                            if Some(&found) != export_api.as_ref() {
+                                if dirty {
+                                    self.publish(store, health, tx, changed, was_synced);
+                                }
+                                return Some((discovery, fp));
+                            }
+                        }
                         Err(e) => {
                             let msg = e.to_string();
                             watchers.failed(w, Failure::of(&msg));
                             self.failing(health, msg, tx, changed);
                         }
+                    }
+                }
+                _ = export_check.tick(), if matches!(export_api, Some(ExportApi::Absent | ExportApi::Unknown(_))) => {
+                    let found = discover_export_api(&discovery).await;
+                    if Some(&found) != export_api.as_ref() {
+                        if dirty {
+                            self.publish(store, health, tx, changed, was_synced);
+                        }
+                        if !matches!(found, ExportApi::Unknown(_)) {
+                            // Served now (or known absent after an error): the watchers
+                            // start over with it; their re-lists replace the store atomically.
+                            return Some((discovery, fp));
+                        }
+                        self.export_api_found(&found, store, health, tx, changed);
+                        export_api = Some(found);
                     }
                 }
                 () = &mut debounce, if dirty => {
@@ -210,6 +336,8 @@ impl KubeRemote {
                             if dirty {
                                 self.publish(store, health, tx, changed, was_synced);
                             }
+                            tracing::info!(remote = %self.name, kubeconfig = %self.kubeconfig.display(),
+                                "kubeconfig changed; reconnecting with it");
                             return Some((c, now));
                         }
                         // Half-written, or broken: keep the current connection, say so once.
@@ -230,6 +358,51 @@ impl KubeRemote {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Records what discovery found about the ServiceExport API (logged when it changes);
+    /// true if the store changed.
+    fn export_api_found(
+        &self,
+        found: &ExportApi,
+        store: &mut RemoteStore,
+        health: &mut SourceHealth,
+        tx: &watch::Sender<RemoteView>,
+        changed: &Notify,
+    ) -> bool {
+        let was = store.export_api.clone();
+        match found {
+            ExportApi::Served(v) => {
+                if was.is_none() {
+                    tracing::info!(remote = %self.name, api = %format!("{MCS_GROUP}/{v}"),
+                        "importing the Services this remote exports (ServiceExport)");
+                }
+                store.set_export_api(found.api_version());
+                false
+            }
+            ExportApi::Absent => {
+                // Said at every (re)connect: it is the one reason nothing gets imported.
+                tracing::warn!(remote = %self.name,
+                    "remote serves no ServiceExport API ({MCS_GROUP}): none of its Services is \
+                     imported; install the MCS CRDs there (deploy/crds) and export them, or set \
+                     `import: all` for this remote");
+                let had = store
+                    .exports
+                    .as_ref()
+                    .is_some_and(|t| !t.synced || !t.is_empty());
+                store.set_export_api(None);
+                had || was.is_some()
+            }
+            ExportApi::Unknown(msg) => {
+                self.failing(
+                    health,
+                    format!("ServiceExport discovery: {msg}"),
+                    tx,
+                    changed,
+                );
+                false
             }
         }
     }
@@ -377,9 +550,19 @@ fn apply(store: &mut RemoteStore, u: Update) -> Result<Step, watcher::Error> {
                 let ns = o.metadata.namespace.as_deref().unwrap_or_default();
                 (format!("{ns}/{svc}"), store::slice_trigger_time(o, now))
             }),
+        // Exporting or unexporting changes what is programmed for that Service.
+        Update::Export(Ok(Event::Apply(o) | Event::Delete(o))) => {
+            Some((store::namespaced_key(&o.metadata), now))
+        }
         _ => None,
     };
     match u {
+        Update::Export(ev) => {
+            let Some(exports) = store.exports.as_mut() else {
+                return Ok(Step::Quiet);
+            };
+            route!(ev, exports, RemoteStore::convert_export)
+        }
         Update::Node(ev) => route!(ev, store.nodes, RemoteStore::convert_node),
         Update::Service(ev) => route!(ev, store.services, RemoteStore::convert_service),
         Update::Slice(ev) => route!(ev, store.slices, RemoteStore::convert_slice),

@@ -28,8 +28,8 @@ pub const MAX_ANNOTATION_BYTES: usize = 1024;
 
 // The vocabulary the sources produce lives with the model that consumes it.
 pub use crate::model::types::{
-    Endpoint, EndpointPort, LimitHit, Protocol, RemoteNode, RemoteService, RemoteSnapshot,
-    ServicePort,
+    Endpoint, EndpointPort, ImportReport, LimitHit, Protocol, RemoteNode, RemoteService,
+    RemoteSnapshot, ServicePort,
 };
 /// An object a source or `plan()` refused, with the reason.
 pub use crate::model::Rejected;

@@ -3,7 +3,7 @@
 //! (an `Init` .. `InitDone` sequence replaces a table atomically) are unit-tested here.
 
 use super::convert::{self, SliceData};
-use super::{LimitHit, Rejected, RemoteNode, RemoteService, RemoteSnapshot};
+use super::{ImportReport, LimitHit, Rejected, RemoteNode, RemoteService, RemoteSnapshot};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, HashMap};
@@ -138,6 +138,13 @@ pub struct RemoteStore {
     pub nodes: Table<RemoteNode>,
     pub services: Table<RemoteService>,
     pub slices: Table<SliceData>,
+    /// `import: exported`: the remote's ServiceExports by namespace/name (only the names
+    /// matter); only their Services are imported. None: every Service is.
+    pub exports: Option<Table<()>>,
+    /// "multicluster.x-k8s.io/v1beta1" while the remote serves a ServiceExport API.
+    pub export_api: Option<String>,
+    /// `import` as written, for the report.
+    pub policy: String,
     /// namespace/service -> when its latest change happened (for the network programming
     /// latency metric). Only changes after the first full sync: the initial list is not a
     /// change anyone waits for.
@@ -212,6 +219,11 @@ impl RemoteStore {
             ),
         ]
         .into_iter()
+        .chain(
+            self.exports
+                .as_ref()
+                .map(|t| ("serviceexports", t.full, t.cap, t.ignored)),
+        )
         .filter(|(_, full, _, ignored)| *full || *ignored > 0)
         .map(|(kind, full, limit, ignored)| LimitHit {
             kind: kind.into(),
@@ -236,7 +248,31 @@ impl RemoteStore {
     }
 
     pub fn synced(&self) -> bool {
-        self.nodes.synced && self.services.synced && self.slices.synced
+        self.nodes.synced
+            && self.services.synced
+            && self.slices.synced
+            && self.exports.as_ref().is_none_or(|t| t.synced)
+    }
+
+    /// Imports only exported Services from now on (`import: exported`).
+    pub fn gate_on_exports(&mut self, cap: usize) {
+        self.exports = Some(Table::with_cap(cap));
+    }
+
+    /// The remote serves ServiceExports at `api` (None: it serves none, so none exist and
+    /// the table counts as synced and empty).
+    pub fn set_export_api(&mut self, api: Option<String>) {
+        if let (None, Some(t)) = (&api, self.exports.as_mut()) {
+            t.init();
+            t.init_done();
+        }
+        self.export_api = api;
+    }
+
+    pub fn convert_export(
+        o: &kube::core::PartialObjectMeta<kube::core::DynamicObject>,
+    ) -> (String, Converted<()>) {
+        (namespaced_key(&o.metadata), Ok(Some(())))
     }
 
     pub fn convert_node(n: &Node) -> (String, Converted<RemoteNode>) {
@@ -287,7 +323,14 @@ impl RemoteStore {
                 Err(reason) => reject("endpointslice", key, reason),
             }
         }
+        let mut not_exported = 0;
         for (key, v) in self.services.iter() {
+            if let Some(exports) = &self.exports {
+                if !exports.items.contains_key(key) {
+                    not_exported += 1;
+                    continue;
+                }
+            }
             match v {
                 Ok(Some(s)) => {
                     if let Some(t) = self.changed_at.get(key) {
@@ -309,6 +352,12 @@ impl RemoteStore {
                 Err(reason) => reject("service", key, reason),
             }
         }
+        snap.import = Some(ImportReport {
+            policy: self.policy.clone(),
+            export_api: self.export_api.clone(),
+            service_exports: self.exports.as_ref().map_or(0, |t| t.len()),
+            not_exported,
+        });
         snap
     }
 }
@@ -442,6 +491,76 @@ mod tests {
         assert_eq!(now.duration_since(t).unwrap(), Duration::from_secs(10));
         assert_eq!(slice_trigger_time(&slice("garbage"), now), now);
         assert_eq!(slice_trigger_time(&slice("2001-01-01T00:00:00Z"), now), now);
+    }
+
+    fn export(ns: &str, name: &str) -> kube::core::PartialObjectMeta<kube::core::DynamicObject> {
+        serde_json::from_value(json!({"apiVersion": "multicluster.x-k8s.io/v1beta1",
+            "kind": "ServiceExport", "metadata": {"namespace": ns, "name": name}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn import_exported_keeps_only_services_with_a_service_export() {
+        let mut st = RemoteStore::new("west");
+        st.policy = "exported".into();
+        st.gate_on_exports(10);
+        for (ns, name) in [("a", "web"), ("a", "db"), ("b", "web")] {
+            let svc: Service = serde_json::from_value(json!({
+                "metadata": {"namespace": ns, "name": name},
+                "spec": {"clusterIP": "172.31.0.10", "ports": [{"port": 80}]}}))
+            .unwrap();
+            let (k, v) = RemoteStore::convert_service(&svc);
+            st.services.apply(k, v);
+        }
+        st.nodes.synced = true;
+        st.services.synced = true;
+        st.slices.synced = true;
+        // Exports not listed yet: not synced, nothing imported.
+        assert!(!st.synced());
+        assert!(st.snapshot().services.is_empty());
+        st.set_export_api(Some("multicluster.x-k8s.io/v1beta1".into()));
+        let exports = st.exports.as_mut().unwrap();
+        exports.init();
+        // The same name in another namespace exports nothing here (namespace sameness).
+        let (k, v) = RemoteStore::convert_export(&export("b", "web"));
+        exports.init_apply(k, v);
+        let (k, v) = RemoteStore::convert_export(&export("a", "missing"));
+        exports.init_apply(k, v);
+        exports.init_done();
+        assert!(st.synced());
+        let snap = st.snapshot();
+        let names: Vec<_> = snap
+            .services
+            .iter()
+            .map(|s| format!("{}/{}", s.namespace, s.name))
+            .collect();
+        assert_eq!(names, vec!["b/web"]);
+        let report = snap.import.unwrap();
+        assert_eq!((report.service_exports, report.not_exported), (2, 2));
+        assert_eq!(
+            report.export_api.as_deref(),
+            Some("multicluster.x-k8s.io/v1beta1")
+        );
+        // Unexport: gone.
+        st.exports.as_mut().unwrap().delete("b/web");
+        assert!(st.snapshot().services.is_empty());
+        // The CRD goes away: synced, nothing exported, the report says why.
+        st.exports
+            .as_mut()
+            .unwrap()
+            .apply("a/web".into(), Ok(Some(())));
+        st.set_export_api(None);
+        assert!(st.synced());
+        let snap = st.snapshot();
+        assert!(snap.services.is_empty());
+        assert_eq!(snap.import.unwrap().export_api, None);
+        // The exports table is capped like the others.
+        let mut st = RemoteStore::new("west");
+        st.gate_on_exports(1);
+        let t = st.exports.as_mut().unwrap();
+        t.apply("a/x".into(), Ok(Some(())));
+        t.apply("a/y".into(), Ok(Some(())));
+        assert_eq!(st.limits_hit()[0].kind, "serviceexports");
     }
 
     #[test]

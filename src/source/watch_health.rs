@@ -2,12 +2,14 @@
 //! every watcher that failed has recovered: one watcher's events say nothing about another's,
 //! and the first pages of a re-list say nothing about the page that failed.
 
-/// The three watchers of one remote.
+/// The watchers of one remote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Watcher {
     Nodes = 0,
     Services = 1,
     Slices = 2,
+    /// ServiceExports (`import: exported` only).
+    Exports = 3,
 }
 
 /// Why a watcher failed, ordered by how much it takes to clear.
@@ -35,7 +37,7 @@ impl Failure {
 
 #[derive(Debug, Default)]
 pub struct WatchHealth {
-    failing: [Option<Failure>; 3],
+    failing: [Option<Failure>; 4],
 }
 
 impl WatchHealth {
