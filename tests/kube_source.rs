@@ -12,7 +12,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::discovery::ApiResource;
 use kube::Client;
-use sdn_tunnel::config::Config;
+use sdn_tunnel::config::{Config, Import};
 use sdn_tunnel::model::{plan, Snapshots};
 use sdn_tunnel::source::kube_remote::KubeRemote;
 use sdn_tunnel::source::{
@@ -81,6 +81,13 @@ impl Cluster {
             "Node" => ApiResource::erase::<Node>(&()),
             "Service" => ApiResource::erase::<Service>(&()),
             "EndpointSlice" => ApiResource::erase::<EndpointSlice>(&()),
+            "ServiceExport" => ApiResource {
+                group: "multicluster.x-k8s.io".into(),
+                version: "v1beta1".into(),
+                api_version: "multicluster.x-k8s.io/v1beta1".into(),
+                kind: "ServiceExport".into(),
+                plural: "serviceexports".into(),
+            },
             k => panic!("kind {k}"),
         };
         match obj["metadata"]["namespace"].as_str() {
@@ -188,7 +195,12 @@ impl Drop for Source {
     }
 }
 
+/// `import: all`: the tests of nodes, services and hostile objects see every Service.
 fn start(kubeconfig: &Path) -> Source {
+    start_with(kubeconfig, Import::All)
+}
+
+fn start_with(kubeconfig: &Path, import: Import) -> Source {
     let (tx, rx) = watch::channel(RemoteView {
         remote: "west".into(),
         snapshot: Arc::new(RemoteSnapshot::default()),
@@ -199,6 +211,7 @@ fn start(kubeconfig: &Path) -> Source {
         kubeconfig: kubeconfig.to_path_buf(),
         context: None,
         limits: Default::default(),
+        import,
     };
     let task = tokio::spawn(src.run(tx, Arc::new(Notify::new())));
     Source { rx, task }
@@ -206,7 +219,16 @@ fn start(kubeconfig: &Path) -> Source {
 
 /// Waits until `pred` holds for the published view; panics with the last view otherwise.
 async fn wait_view(src: &mut Source, what: &str, pred: impl Fn(&RemoteView) -> bool) -> RemoteView {
-    let deadline = Instant::now() + WAIT;
+    wait_view_for(src, what, WAIT, pred).await
+}
+
+async fn wait_view_for(
+    src: &mut Source,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&RemoteView) -> bool,
+) -> RemoteView {
+    let deadline = Instant::now() + timeout;
     loop {
         {
             let v = src.rx.borrow_and_update();
@@ -334,6 +356,90 @@ async fn services_and_endpoints_follow(c: &Cluster) {
     wait_view(&mut src, "web gone", |v| find(v).is_none()).await;
 }
 
+fn export(c: &Cluster, name: &str) -> Value {
+    gen::service_export("default", &c.name(name))
+}
+
+fn imported(v: &RemoteView, name: &str) -> bool {
+    v.snapshot.services.iter().any(|s| s.name == name)
+}
+
+/// `import: exported`: a Service is imported while a ServiceExport of the same namespace and
+/// name exists, and only then; the report counts what was left out.
+async fn exports_decide_what_is_imported(c: &Cluster) {
+    let mut src = start_with(&c.kubeconfig, Import::Exported);
+    let (web, db) = (c.name("web"), c.name("db"));
+    c.put(service(c, "web", "172.31.0.30")).await;
+    c.put(service(c, "db", "172.31.0.31")).await;
+    c.put(slice(c, "web", "a", &["10.132.1.5"])).await;
+    let v = wait_view(&mut src, "synced, web and db seen but not exported", |v| {
+        v.health.synced
+            && v.snapshot
+                .import
+                .as_ref()
+                .is_some_and(|i| i.not_exported >= 2)
+    })
+    .await;
+    assert!(!imported(&v, &web) && !imported(&v, &db), "{v:#?}");
+    let report = v.snapshot.import.clone().unwrap();
+    assert_eq!(report.policy, "exported");
+    assert_eq!(
+        report.export_api.as_deref(),
+        Some("multicluster.x-k8s.io/v1beta1")
+    );
+
+    let t = Instant::now();
+    c.put(export(c, "web")).await;
+    let v = wait_view(&mut src, "web imported once exported", |v| {
+        imported(v, &web)
+    })
+    .await;
+    eprintln!("export followed in {:.2} s", t.elapsed().as_secs_f64());
+    assert!(!imported(&v, &db));
+    assert_eq!(
+        v.snapshot
+            .services
+            .iter()
+            .find(|s| s.name == web)
+            .unwrap()
+            .endpoints
+            .len(),
+        1
+    );
+    // An export whose Service does not exist imports nothing (and breaks nothing).
+    c.put(export(c, "ghost")).await;
+    let t = Instant::now();
+    c.remove(&export(c, "web")).await;
+    wait_view(&mut src, "web gone once unexported", |v| !imported(v, &web)).await;
+    eprintln!("unexport followed in {:.2} s", t.elapsed().as_secs_f64());
+    for o in [
+        export(c, "ghost"),
+        service(c, "web", ""),
+        service(c, "db", ""),
+        slice(c, "web", "a", &[]),
+    ] {
+        c.remove(&o).await;
+    }
+}
+
+/// `import: {selector}`: the API server filters the Services by label.
+async fn a_selector_imports_the_labelled_services(c: &Cluster) {
+    let label = format!("{}-export", c.prefix);
+    let mut src = start_with(
+        &c.kubeconfig,
+        Import::Selector(format!("example.com/{label}=yes")),
+    );
+    let (web, db) = (c.name("web"), c.name("db"));
+    let mut labelled = service(c, "web", "172.31.0.40");
+    gen::label(&mut labelled, &format!("example.com/{label}"), "yes");
+    c.put(labelled).await;
+    c.put(service(c, "db", "172.31.0.41")).await;
+    let v = wait_view(&mut src, "web (labelled) imported", |v| imported(v, &web)).await;
+    assert!(!imported(&v, &db), "db has no label: {v:#?}");
+    c.remove(&service(c, "web", "")).await;
+    c.remove(&service(c, "db", "")).await;
+}
+
 async fn hostile_objects_are_rejected(c: &Cluster) {
     let (k1, k2, k3) = (key(), key(), key());
     let cfg = config(&c.kubeconfig);
@@ -444,7 +550,91 @@ async fn real_hostile_objects_are_rejected() {
     hostile_objects_are_rejected(&Cluster::real("hostile")).await;
 }
 
+#[tokio::test]
+async fn fake_exports_decide_what_is_imported() {
+    exports_decide_what_is_imported(&Cluster::fake().await).await;
+}
+
+#[tokio::test]
+async fn fake_a_selector_imports_the_labelled_services() {
+    a_selector_imports_the_labelled_services(&Cluster::fake().await).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a real cluster with the MCS CRDs: KUBECONFIG=... cargo test --test kube_source -- --ignored"]
+async fn real_exports_decide_what_is_imported() {
+    exports_decide_what_is_imported(&Cluster::real("exports")).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a real cluster: KUBECONFIG=... cargo test --test kube_source -- --ignored"]
+async fn real_a_selector_imports_the_labelled_services() {
+    a_selector_imports_the_labelled_services(&Cluster::real("selector")).await;
+}
+
 // ----- fake-only: things a test cannot do to a real cluster -----
+
+/// A remote without the MCS CRDs imports nothing under `import: exported` and is not stale;
+/// installing them there is followed without a restart, and so is their removal.
+#[tokio::test]
+async fn the_service_export_api_appearing_and_going_is_followed() {
+    const MCS: &str = "multicluster.x-k8s.io";
+    let c = Cluster::fake().await;
+    let api = c.fake.as_ref().unwrap();
+    api.set_group_served(MCS, false);
+    let mut src = start_with(&c.kubeconfig, Import::Exported);
+    let web = c.name("web");
+    c.put(service(&c, "web", "172.31.0.50")).await;
+    // Stored in-process: the HTTP API of the group is "not installed".
+    api.apply(export(&c, "web")).unwrap();
+    let v = wait_view(&mut src, "synced without the export API", |v| {
+        v.health.synced
+            && v.snapshot
+                .import
+                .as_ref()
+                .is_some_and(|i| i.export_api.is_none() && i.not_exported == 1)
+    })
+    .await;
+    assert!(
+        v.health.stale_since_unix.is_none() && v.health.last_error.is_none(),
+        "{v:#?}"
+    );
+    assert!(!imported(&v, &web));
+
+    api.set_group_served(MCS, true);
+    let v = wait_view_for(
+        &mut src,
+        "web imported once the CRDs are served",
+        Duration::from_secs(30),
+        |v| imported(v, &web),
+    )
+    .await;
+    assert_eq!(
+        v.snapshot.import.as_ref().unwrap().export_api.as_deref(),
+        Some("multicluster.x-k8s.io/v1beta1")
+    );
+
+    // The CRDs go: a real server ends the watches, which re-list into a 404.
+    api.set_group_served(MCS, false);
+    api.set_down(true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.set_down(false);
+    let v = wait_view_for(
+        &mut src,
+        "nothing imported once the CRDs are gone",
+        Duration::from_secs(30),
+        |v| {
+            !imported(v, &web)
+                && v.health.stale_since_unix.is_none()
+                && v.snapshot
+                    .import
+                    .as_ref()
+                    .is_some_and(|i| i.export_api.is_none())
+        },
+    )
+    .await;
+    assert!(v.health.synced);
+}
 
 #[tokio::test]
 async fn outage_keeps_the_last_snapshot_marks_stale_and_catches_up() {

@@ -129,6 +129,10 @@ fn remote_cluster_ip_through_ipvs() {
     ))
     .unwrap();
     west.apply(slice(&kl, &backends)).unwrap();
+    // `import: exported` (the default).
+    for svc in ["web", "empty"] {
+        west.apply(gen::service_export("default", svc)).unwrap();
+    }
     west.apply(gen::service(
         "default",
         "empty",

@@ -33,19 +33,24 @@ pub fn api_versions(server_address: &str) -> Value {
     })
 }
 
-fn group_doc(name: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{name}/v1"), "version": "v1"});
+fn group_doc((name, version): (&str, &str)) -> Value {
+    let gv = json!({"groupVersion": format!("{name}/{version}"), "version": version});
     json!({"name": name, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
-pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = groups().into_iter().map(group_doc).collect();
+/// `/apis`: every group but the `hidden` ones (not installed, like a CRD that isn't).
+pub fn api_group_list(hidden: &[String]) -> Value {
+    let groups: Vec<Value> = groups()
+        .into_iter()
+        .filter(|(g, _)| !hidden.iter().any(|h| h == g))
+        .map(group_doc)
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/{group}`, if the group is served.
 pub fn api_group(group: &str) -> Option<Value> {
-    groups().into_iter().find(|g| *g == group).map(|g| {
+    groups().into_iter().find(|(g, _)| *g == group).map(|g| {
         let mut doc = group_doc(g);
         doc["kind"] = json!("APIGroup");
         doc["apiVersion"] = json!("v1");
@@ -98,7 +103,16 @@ mod tests {
     #[test]
     fn docs() {
         assert_eq!(version()["gitVersion"], "v1.33.0");
-        assert_eq!(api_group_list()["groups"][0]["name"], "discovery.k8s.io");
+        assert_eq!(api_group_list(&[])["groups"][0]["name"], "discovery.k8s.io");
+        let mcs = "multicluster.x-k8s.io".to_string();
+        assert_eq!(
+            api_group_list(&[])["groups"][1]["preferredVersion"]["version"],
+            "v1beta1"
+        );
+        assert_eq!(
+            api_group_list(&[mcs])["groups"].as_array().unwrap().len(),
+            1
+        );
         assert!(api_group("discovery.k8s.io").is_some());
         assert!(api_group("apps").is_none());
         let core = api_resource_list("", "v1").unwrap();

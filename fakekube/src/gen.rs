@@ -210,6 +210,16 @@ pub fn endpoint_slice(
 }
 
 /// A Namespace.
+/// A Multi-Cluster Services API `ServiceExport` (multicluster.x-k8s.io/v1beta1): exports the
+/// Service of the same namespace and name to the clusterset.
+pub fn service_export(namespace: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1",
+        "kind": "ServiceExport",
+        "metadata": {"namespace": namespace, "name": name},
+    })
+}
+
 pub fn namespace(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
 }

@@ -435,6 +435,15 @@ fn route(shared: &Arc<Shared>, req: &Req<'_>, path: &str) -> Routed {
             (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
         },
     };
+    if let ["apis", group, ..] = segs.as_slice() {
+        if shared.hidden_groups.lock().iter().any(|h| h == group) {
+            return Routed {
+                verb: Verb::Other,
+                resource: None,
+                result: Err(ApiError::path_not_found()),
+            };
+        }
+    }
     match segs.as_slice() {
         ["version"] => discovery(Some(discovery::version())),
         ["healthz" | "readyz" | "livez"] => Routed {
@@ -448,7 +457,9 @@ fn route(shared: &Arc<Shared>, req: &Req<'_>, path: &str) -> Routed {
             }),
         },
         ["api"] => discovery(Some(discovery::api_versions(&shared.addr.to_string()))),
-        ["apis"] => discovery(Some(discovery::api_group_list())),
+        ["apis"] => discovery(Some(discovery::api_group_list(
+            &shared.hidden_groups.lock(),
+        ))),
         ["api", "v1"] => discovery(discovery::api_resource_list("", "v1")),
         ["apis", group] => discovery(discovery::api_group(group)),
         ["apis", group, version] => discovery(discovery::api_resource_list(group, version)),

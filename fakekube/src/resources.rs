@@ -99,6 +99,16 @@ pub static RESOURCES: &[ResourceType] = &[
         &["ns"],
     ),
     rt("", "pods", "pod", "Pod", true, true, &["po"]),
+    ResourceType {
+        group: "multicluster.x-k8s.io",
+        version: "v1beta1",
+        plural: "serviceexports",
+        singular: "serviceexport",
+        kind: "ServiceExport",
+        namespaced: true,
+        status_subresource: true,
+        short_names: &["svcex"],
+    },
     rt(
         "",
         "configmaps",
@@ -137,12 +147,12 @@ pub fn lookup_kind(api_version: &str, kind: &str) -> Option<ResourceId> {
         .position(|r| r.kind == kind && r.api_version() == api_version)
 }
 
-/// The API groups other than core, each with its versions.
-pub fn groups() -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = Vec::new();
+/// The API groups other than core, each with its (one) version.
+pub fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
     for r in RESOURCES {
-        if !r.group.is_empty() && !out.contains(&r.group) {
-            out.push(r.group);
+        if !r.group.is_empty() && !out.iter().any(|(g, _)| *g == r.group) {
+            out.push((r.group, r.version));
         }
     }
     out

@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub active_watches: AtomicUsize,
     pub open_connections: AtomicUsize,
     pub addr: SocketAddr,
+    /// API groups answered 404, as if their CRDs were not installed.
+    pub hidden_groups: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -168,6 +170,7 @@ impl FakeApi {
             active_watches: AtomicUsize::new(0),
             open_connections: AtomicUsize::new(0),
             addr,
+            hidden_groups: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         tracing::debug!(%addr, "fakekube listening");
@@ -316,6 +319,17 @@ impl FakeApi {
     /// the same address serves the preserved state. The in-process API keeps working.
     pub fn set_down(&self, down: bool) {
         self.shared.down_tx.send_replace(down);
+    }
+
+    /// Serves the API group `group` or not (404 on every path under it, absent from
+    /// `/apis`), as a real server does before and after its CRDs are installed. Objects
+    /// stored under it are kept.
+    pub fn set_group_served(&self, group: &str, served: bool) {
+        let mut h = self.shared.hidden_groups.lock();
+        h.retain(|g| g != group);
+        if !served {
+            h.push(group.to_string());
+        }
     }
 
     pub fn is_down(&self) -> bool {
