@@ -71,6 +71,10 @@ fn main() {
             || remote_cluster_ip(&rk),
         );
         c.run(
+            "ServiceExport: unexporting web takes it off the remote agents, exporting brings it back",
+            || export_unexport(&rk),
+        );
+        c.run(
             "pod resolves <svc>.<ns>.svc.cluster.<remote> through the sdn-tunnel-dns Service",
             || dns(&rk),
         );
@@ -358,6 +362,20 @@ fn rbac(rk: &RealKube) -> Result<String> {
             Some("default"),
             true,
         ),
+        (
+            READER_SA,
+            "watch",
+            "serviceexports.multicluster.x-k8s.io",
+            Some("default"),
+            true,
+        ),
+        (
+            READER_SA,
+            "create",
+            "serviceexports.multicluster.x-k8s.io",
+            Some("default"),
+            false,
+        ),
         (READER_SA, "get", "nodes", None, false),
         (READER_SA, "patch", "nodes", None, false),
         (READER_SA, "list", "secrets", Some("sdn-tunnel"), false),
@@ -640,6 +658,55 @@ fn remote_cluster_ip(rk: &RealKube) -> Result<String> {
         ));
     }
     Ok(notes.join("; "))
+}
+
+/// What the agent on `node` imports from `remote`: (ServiceExports seen, services imported).
+fn imported_from(rk: &RealKube, node: &str, remote: &str) -> Result<(u64, u64)> {
+    let s = agent_status(rk, node)?;
+    let r = s["agent"]["remotes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["name"] == remote)
+        .with_context(|| format!("no remote {remote} in the status of {node}"))?;
+    Ok((
+        r["import"]["serviceExports"].as_u64().unwrap_or(0),
+        r["services"].as_u64().unwrap_or(0),
+    ))
+}
+
+fn export_unexport(rk: &RealKube) -> Result<String> {
+    let (a, b) = pair(rk);
+    let cb = rk.cluster_of(&b);
+    let (exports, services) = imported_from(rk, &a, &cb)?;
+    ensure!(
+        exports >= 1 && services >= 1,
+        "{a} imports {services} services from {cb} ({exports} exports)"
+    );
+    let t = Instant::now();
+    rk.kubectl(&cb)
+        .run(&["-n", "default", "delete", "serviceexport", "web"])?;
+    wait(
+        &format!("{a} drops {cb}'s web once unexported"),
+        Duration::from_secs(30),
+        || Ok(imported_from(rk, &a, &cb)? == (exports - 1, services - 1)),
+    )?;
+    let gone = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    rk.apply(
+        &cb,
+        "apiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata:\n  name: web\n  namespace: default\n",
+    )?;
+    wait(
+        &format!("{a} imports {cb}'s web again once exported"),
+        Duration::from_secs(30),
+        || Ok(imported_from(rk, &a, &cb)? == (exports, services)),
+    )?;
+    Ok(format!(
+        "unexport seen by {a} within {gone:.1} s, export within {:.1} s (status polled through \
+         kubectl exec every 0.5 s)",
+        t.elapsed().as_secs_f64()
+    ))
 }
 
 fn dns(rk: &RealKube) -> Result<String> {

@@ -178,9 +178,11 @@ fn remote_cluster_ip_through_nftables() {
 
     // Unexport: the virtual service goes from east's nodes; export again: it is back.
     // The time is printed (the issue asks for about a second); the bound only catches a hang.
-    let virtual_services = |n: u64| {
+    let kl_ref = &kl;
+    let virtual_services = move |n: u64| {
         move || {
-            kl.try_status("a1")
+            kl_ref
+                .try_status("a1")
                 .is_some_and(|s| s["agent"]["proxy"]["virtualServices"] == n)
         }
     };

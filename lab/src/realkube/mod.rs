@@ -346,8 +346,11 @@ impl RealKube {
     /// Installs sdn-tunnel on every cluster as docs/install.md describes (see [`deploy`]).
     pub fn install_sdn_tunnel(&self) -> Result<()> {
         let topo = self.topology().clone();
-        self.say("installing sdn-tunnel: kubectl apply -k (lab overlay of deploy/base)");
+        self.say("installing the MCS API CRDs (kubectl apply -k deploy/crds) and sdn-tunnel: kubectl apply -k (lab overlay of deploy/base)");
         for c in topo.clusters.iter() {
+            let crds = self.repo.join("deploy").join("crds");
+            self.kubectl(&c.name)
+                .run(&["apply", "-k", &util::path_str(&crds)])?;
             let cfg = deploy::agent_config(&topo, c, &self.opts.proxy_backend);
             let overlay =
                 deploy::write_overlay(&self.dir().join("deploy").join(&c.name), &self.repo, &cfg)?;

@@ -22,7 +22,9 @@ pub fn pod_yaml(name: &str, node: &str, command: &[&str]) -> String {
 }
 
 /// A Deployment `name` of busybox httpd pods answering `GET /` with their pod name on port
-/// 8080, and a ClusterIP Service `name` port 80 -> 8080, in namespace `default`.
+/// 8080, a ClusterIP Service `name` port 80 -> 8080, in namespace `default`, and the
+/// ServiceExport that shares it with the other clusters (the agents' default
+/// `import: exported`).
 pub fn web_yaml(name: &str, replicas: u32) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: default\n\
@@ -33,7 +35,8 @@ pub fn web_yaml(name: &str, replicas: u32) -> String {
          ports: [{{containerPort: 8080, name: http}}]\n        \
          readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n\
          ---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n\
-         spec:\n  selector: {{app: {name}}}\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n"
+         spec:\n  selector: {{app: {name}}}\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n\
+         ---\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata:\n  name: {name}\n  namespace: default\n"
     )
 }
 
