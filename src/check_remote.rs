@@ -26,6 +26,8 @@ pub struct CheckReport {
     pub rejected: Vec<Rejected>,
     /// Peak resident memory of this process (the same source code as the agent's).
     pub peak_rss_bytes: Option<u64>,
+    /// What `import` let through.
+    pub import: Option<crate::model::ImportReport>,
 }
 
 pub async fn check(cfg: &Config, remote: &str, timeout: Duration) -> anyhow::Result<CheckReport> {
@@ -71,6 +73,7 @@ pub async fn check(cfg: &Config, remote: &str, timeout: Duration) -> anyhow::Res
         endpoints: d.services.iter().map(|s| s.service.endpoints.len()).sum(),
         rejected: d.rejected,
         peak_rss_bytes: peak_rss_bytes(),
+        import: view.snapshot.import.clone(),
     })
 }
 
@@ -107,6 +110,9 @@ pub fn render_text(r: &CheckReport) -> String {
         r.endpoints,
         r.rejected.len()
     );
+    if let Some(line) = r.import.as_ref().and_then(crate::status::import_line) {
+        let _ = writeln!(s, "  {line}");
+    }
     for rej in &r.rejected {
         let _ = writeln!(s, "    {}: {}", rej.object, rej.reason);
     }

@@ -385,7 +385,7 @@ fn render_advertisement(s: &mut String, a: &AdvertiseStatus, now_unix: u64) {
 }
 
 /// The `import` line of a remote (none for `import: all`, which filters nothing).
-fn import_line(i: &crate::model::ImportReport) -> Option<String> {
+pub(crate) fn import_line(i: &crate::model::ImportReport) -> Option<String> {
     match (i.policy.as_str(), &i.export_api) {
         ("all", _) => None,
         ("exported", Some(api)) => Some(format!(

@@ -234,9 +234,26 @@ fn remotes(reg: &mut Registry, input: &RenderInput<'_>) {
         "Objects of the remote ignored because a config limit was reached, by kind, since \
          the agent started.",
     );
+    let not_exported = gauge_family(
+        reg,
+        "remote_services_not_exported",
+        "Services of the remote left out because nothing exports them (import: exported).",
+    );
+    let export_api = gauge_family(
+        reg,
+        "remote_export_api_served",
+        "import: exported: 1 if the remote serves a ServiceExport API, 0 if not (then \
+         nothing of it is imported).",
+    );
     for r in &input.status.remotes {
         let l: Labels = vec![("remote", r.name.clone())];
         let is_stale = r.stale_since_unix.is_some();
+        if let Some(i) = r.import.as_ref().filter(|i| i.policy == "exported") {
+            not_exported.get_or_create(&l).set(i.not_exported as f64);
+            export_api
+                .get_or_create(&l)
+                .set(if i.export_api.is_some() { 1.0 } else { 0.0 });
+        }
         for h in &r.limits_hit {
             let l = vec![("remote", r.name.clone()), ("kind", h.kind.clone())];
             at_limit
@@ -442,7 +459,12 @@ mod tests {
                 },
             ],
             limits_hit: vec![],
-            import: None,
+            import: Some(crate::model::ImportReport {
+                policy: "exported".into(),
+                export_api: Some("multicluster.x-k8s.io/v1beta1".into()),
+                service_exports: 7,
+                not_exported: 3,
+            }),
         });
         s.remotes.push(RemoteStatus {
             name: "north".into(),
@@ -502,6 +524,8 @@ mod tests {
             r#"sdn_tunnel_remote_last_sync_age_seconds{remote="west"} 5.0"#,
             r#"sdn_tunnel_remote_objects{remote="west",kind="service"} 7.0"#,
             r#"sdn_tunnel_remote_rejected_objects{remote="west",reason="no_pod_cidrs"} 2.0"#,
+            r#"sdn_tunnel_remote_services_not_exported{remote="west"} 3.0"#,
+            r#"sdn_tunnel_remote_export_api_served{remote="west"} 1.0"#,
             r#"sdn_tunnel_proxy_virtual_services 7.0"#,
             r#"sdn_tunnel_proxy_sync_duration_seconds_count 1"#,
             r#"sdn_tunnel_ready 1.0"#,
