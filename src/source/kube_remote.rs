@@ -78,11 +78,15 @@ impl ExportApi {
 
 /// Asks the remote's discovery which ServiceExport version it serves.
 async fn discover_export_api(client: &Client) -> ExportApi {
+    // Bounded: an unreachable API must not hold up the other watchers (they report it).
+    const TIMEOUT: Duration = Duration::from_secs(5);
     for v in EXPORT_VERSIONS {
-        match client
-            .list_api_group_resources(&format!("{MCS_GROUP}/{v}"))
-            .await
-        {
+        let gv = format!("{MCS_GROUP}/{v}");
+        let Ok(found) = tokio::time::timeout(TIMEOUT, client.list_api_group_resources(&gv)).await
+        else {
+            return ExportApi::Unknown(format!("no answer to {gv} discovery within {TIMEOUT:?}"));
+        };
+        match found {
             Ok(list) if list.resources.iter().any(|r| r.name == "serviceexports") => {
                 return ExportApi::Served(v)
             }
