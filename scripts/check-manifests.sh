@@ -178,6 +178,8 @@ ALLOWED_ROLES = {
         ("", "nodes"): {"list", "watch"},
         ("", "services"): {"list", "watch"},
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
+        # import: exported (metadata only; issue 17).
+        ("multicluster.x-k8s.io", "serviceexports"): {"list", "watch"},
     },
 }
 # Rules narrowed to named objects: (kind, name) -> {(group, resource): the resourceNames}.
