@@ -866,6 +866,22 @@ pub fn remotes(f: &Facts) -> Vec<Check> {
             } else {
                 format!("{}: static, {} peers", r.name, s.peers)
             };
+            if let Some(i) = s.import.as_ref().filter(|i| i.policy == "exported") {
+                if i.export_api.is_none() {
+                    detail += "; it serves no ServiceExport API: none of its Services is imported";
+                    return Check::warn(
+                        NAME,
+                        detail,
+                        "install the MCS CRDs there (kubectl apply -k deploy/crds) and export \
+                         Services, or set remotes[].import: all (docs/troubleshooting.md, A \
+                         remote Service is missing)",
+                    );
+                }
+                detail += &format!(
+                    ", {} exported services imported ({} not exported)",
+                    s.services, i.not_exported
+                );
+            }
             let other: Vec<_> = s
                 .rejected
                 .iter()
@@ -1649,6 +1665,36 @@ mod tests {
         assert!(remotes(&f)[0]
             .detail
             .contains("unknown to the running agent"));
+    }
+
+    #[test]
+    fn a_remote_without_the_export_api_warns() {
+        let mut f = healthy();
+        let mut report = crate::model::ImportReport {
+            policy: "exported".into(),
+            export_api: Some("multicluster.x-k8s.io/v1beta1".into()),
+            service_exports: 3,
+            not_exported: 5,
+        };
+        agent_mut(&mut f).remotes[0].import = Some(report.clone());
+        let c = &remotes(&f)[0];
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.detail
+                .contains("exported services imported (5 not exported)"),
+            "{}",
+            c.detail
+        );
+        report.export_api = None;
+        agent_mut(&mut f).remotes[0].import = Some(report);
+        let c = &remotes(&f)[0];
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.detail.contains("serves no ServiceExport API"),
+            "{}",
+            c.detail
+        );
+        assert!(c.hint.as_ref().unwrap().contains("deploy/crds"));
     }
 
     #[test]
