@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+mod label_selector;
 mod load;
 mod validate;
 pub use load::{read, ConfigUse};
