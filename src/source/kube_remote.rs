@@ -110,8 +110,13 @@ fn export_resource(version: &str) -> ApiResource {
 
 /// A 404 from the export watcher: the CRD went away under it.
 fn is_not_found(e: &watcher::Error) -> bool {
-    let s = format!("{e:?}");
-    s.contains("code: 404") || s.contains("NotFound")
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
+        watcher::Error::WatchError(s) => s.code == 404,
+        _ => false,
+    }
 }
 
 // One lives at a time (moved straight into the store), so the size spread costs nothing.
