@@ -159,10 +159,14 @@ pub fn tcp_transfer(
     })
 }
 
-/// Sends `count` UDP datagrams (each with a distinct payload) from namespace `from_ns` to an
-/// echo responder on `to_ip:port` in `to_ns`, and returns how many correct echoes came back
-/// (exercising both directions). Each datagram waits up to 1 s for its echo.
-pub fn udp_echo(from_ns: &str, to_ns: &str, to_ip: IpAddr, port: u16, count: u32) -> Result<u32> {
+/// A UDP server bound to `port` (any address of `to_ip`'s family) in `to_ns` and a client on
+/// an ephemeral port in `from_ns`.
+fn udp_pair(
+    from_ns: &str,
+    to_ns: &str,
+    to_ip: IpAddr,
+    port: u16,
+) -> Result<(UdpSocket, UdpSocket)> {
     let (bind_any, local_any): (SocketAddr, SocketAddr) = match to_ip {
         IpAddr::V4(_) => (([0, 0, 0, 0], port).into(), ([0, 0, 0, 0], 0).into()),
         IpAddr::V6(_) => (
@@ -172,8 +176,16 @@ pub fn udp_echo(from_ns: &str, to_ns: &str, to_ip: IpAddr, port: u16, count: u32
     };
     let server = in_netns(to_ns, || UdpSocket::bind(bind_any))?
         .with_context(|| format!("binding UDP {bind_any} in {to_ns}"))?;
-    server.set_read_timeout(Some(Duration::from_millis(100)))?;
     let client = in_netns(from_ns, || UdpSocket::bind(local_any))??;
+    Ok((server, client))
+}
+
+/// Sends `count` UDP datagrams (each with a distinct payload) from namespace `from_ns` to an
+/// echo responder on `to_ip:port` in `to_ns`, and returns how many correct echoes came back
+/// (exercising both directions). Each datagram waits up to 1 s for its echo.
+pub fn udp_echo(from_ns: &str, to_ns: &str, to_ip: IpAddr, port: u16, count: u32) -> Result<u32> {
+    let (server, client) = udp_pair(from_ns, to_ns, to_ip, port)?;
+    server.set_read_timeout(Some(Duration::from_millis(100)))?;
     client.set_read_timeout(Some(Duration::from_secs(1)))?;
     let dest = SocketAddr::new(to_ip, port);
     let done = std::sync::atomic::AtomicBool::new(false);
@@ -305,17 +317,8 @@ pub fn udp_gso_transfer(
     size: u16,
 ) -> Result<u32> {
     const UDP_SEGMENT: libc::c_int = 103;
-    let (bind_any, local_any): (SocketAddr, SocketAddr) = match to_ip {
-        IpAddr::V4(_) => (([0, 0, 0, 0], port).into(), ([0, 0, 0, 0], 0).into()),
-        IpAddr::V6(_) => (
-            (std::net::Ipv6Addr::UNSPECIFIED, port).into(),
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-        ),
-    };
-    let server = in_netns(to_ns, || UdpSocket::bind(bind_any))?
-        .with_context(|| format!("binding UDP {bind_any} in {to_ns}"))?;
+    let (server, client) = udp_pair(from_ns, to_ns, to_ip, port)?;
     server.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let client = in_netns(from_ns, || UdpSocket::bind(local_any))??;
     let gso = libc::c_int::from(size);
     // SAFETY: setsockopt with a pointer to a live c_int of the right size.
     let rc = unsafe {

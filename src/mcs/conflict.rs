@@ -278,29 +278,23 @@ pub fn derive(exports: &[Export]) -> Option<Derived> {
             .map(|e| format!("{} ({})", e.cluster, e.session_affinity))
             .collect()
     };
-    let other_kind = differing(false);
-    if !other_kind.is_empty() {
-        problems.push((
-            reason::SESSION_AFFINITY_CONFLICT,
-            format!(
-                "session affinity {session_affinity} from the oldest export (cluster {}), \
-                 ignored from {}",
-                oldest.cluster,
-                other_kind.join(", ")
-            ),
-        ));
-    }
-    let other_config = differing(true);
-    if !other_config.is_empty() {
-        problems.push((
-            reason::SESSION_AFFINITY_CONFIG_CONFLICT,
-            format!(
-                "session affinity {session_affinity} from the oldest export (cluster {}), \
-                 ignored from {}",
-                oldest.cluster,
-                other_config.join(", ")
-            ),
-        ));
+    // Another kind of affinity, then the same kind configured differently, in that order.
+    for (same_kind, why) in [
+        (false, reason::SESSION_AFFINITY_CONFLICT),
+        (true, reason::SESSION_AFFINITY_CONFIG_CONFLICT),
+    ] {
+        let others = differing(same_kind);
+        if !others.is_empty() {
+            problems.push((
+                why,
+                format!(
+                    "session affinity {session_affinity} from the oldest export (cluster {}), \
+                     ignored from {}",
+                    oldest.cluster,
+                    others.join(", ")
+                ),
+            ));
+        }
     }
 
     // Ports of the backing exports, in precedence order, by name, then by (protocol, port).
