@@ -50,6 +50,7 @@ pub async fn check(cfg: &Config, remote: &str, timeout: Duration) -> anyhow::Res
         context: r.context.clone(),
         import: r.import.clone(),
         limits: cfg.limits.clone(),
+        local: None,
     };
     let started = Instant::now();
     let task = tokio::spawn(source.run(tx, Arc::new(Notify::new())));

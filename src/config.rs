@@ -43,6 +43,33 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub mcs: McsConfig,
+}
+
+/// The Multi-Cluster Services API's ClusterSetIPs (issue 17): one VIP per exported
+/// (namespace, name), the same on every node of every cluster, load-balanced over the ready
+/// endpoints of every exporting cluster, local ones first.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McsConfig {
+    /// Where ClusterSetIPs come from, at most one CIDR per IP family; it must be the same in
+    /// every cluster of the set. Empty (the default): no ClusterSetIPs, and
+    /// `<svc>.<ns>.svc.<clusterSetDomain>` answers the exporting remotes' ClusterIPs.
+    #[serde(rename = "clusterSetCIDRs", default)]
+    pub cluster_set_cidrs: Vec<IpNetwork>,
+    /// Per service (`namespace/name`): which remote clusters take over, in order, when no
+    /// local endpoint is ready. Unlisted remotes come after the listed ones, together.
+    /// Services not listed use every remote at once.
+    #[serde(default)]
+    pub failover_order: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl McsConfig {
+    /// ClusterSetIPs are allocated and served.
+    pub fn enabled(&self) -> bool {
+        !self.cluster_set_cidrs.is_empty()
+    }
 }
 
 /// What one remote cluster's API may cost this agent: a hostile or broken remote gets a fixed

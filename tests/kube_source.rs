@@ -212,6 +212,7 @@ fn start_with(kubeconfig: &Path, import: Import) -> Source {
         context: None,
         limits: Default::default(),
         import,
+        local: None,
     };
     let task = tokio::spawn(src.run(tx, Arc::new(Notify::new())));
     Source { rx, task }

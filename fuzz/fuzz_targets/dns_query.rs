@@ -76,6 +76,7 @@ fn svc(remote: &str, ns: &str, name: &str, ips: &[&str], eps: Vec<Endpoint>) -> 
             ports,
             affinity_timeout: None,
             endpoints: eps,
+            exported_since: None,
         },
     }
 }

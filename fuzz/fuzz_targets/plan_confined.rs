@@ -284,6 +284,7 @@ fn snapshot(s: &Snap, cfg: &Config, remote: &str) -> RemoteSnapshot {
                             }]),
                         })
                         .collect(),
+                    exported_since: None,
                 }
             })
             .collect(),

@@ -101,10 +101,12 @@ pub fn dns_zones(cfg: &Config, plan: &Plan) -> crate::dns::Zones {
         plan.stale.iter().map(String::as_str).collect()
     };
     let d = &cfg.dns;
-    crate::dns::Zones::build_with_stale(
+    let clusterset = cfg.mcs.enabled().then_some(plan.clusterset.as_slice());
+    crate::dns::Zones::build_all(
         &remotes,
         &failed,
         &plan.desired.services,
+        clusterset,
         &d.cluster_set_domain,
         d.ttl,
     )

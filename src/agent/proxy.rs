@@ -10,7 +10,7 @@ use crate::config::{Config, ProxyBackend};
 use crate::control::ProxyStatus;
 use crate::proxy::backend::ServiceBackend;
 use crate::proxy::ipvs_backend::IpvsBackend;
-use crate::proxy::model::{virtual_services, VirtualService};
+use crate::proxy::model::{clusterset_virtual_services, virtual_services, VirtualService};
 use crate::proxy::nft_backend::{self, NftBackend};
 use crate::reconcile::{self, Reconciler, Schedule, Trigger};
 use crate::source::now_unix;
@@ -31,10 +31,13 @@ pub fn nft_table(cfg: &Config) -> String {
     format!("{}_proxy", cfg.tunnel.nft_table())
 }
 
+/// Where the proxy's VIPs live: remote service CIDRs and the ClusterSetIP CIDRs. Only IPVS
+/// services and VIP-device addresses inside them are ours to change.
 pub fn remote_service_cidrs(cfg: &Config) -> Vec<IpNetwork> {
     cfg.remotes
         .iter()
         .flat_map(|r| r.service_cidrs.iter().copied())
+        .chain(cfg.mcs.cluster_set_cidrs.iter().copied())
         .collect()
 }
 
@@ -228,7 +231,11 @@ fn desired(plan: &Plan, down_peers: &DownPeers) -> Vec<VirtualService> {
             .get(remote)
             .is_some_and(|nodes| nodes.contains(node))
     };
-    virtual_services(&plan.desired.services, &down)
+    let mut out = virtual_services(&plan.desired.services, &down);
+    // Remote ClusterIPs and ClusterSetIPs never share an address (validated CIDRs).
+    out.extend(clusterset_virtual_services(&plan.clusterset, &down));
+    out.sort_by_key(|v| (v.vip, v.protocol));
+    out
 }
 
 /// Removes everything the proxy owns: our IPVS services (VIPs in remote service CIDRs), the VIP

@@ -4,6 +4,10 @@
 
 use crate::config::Config;
 use crate::control::RemoteStatus;
+use crate::mcs::{
+    self,
+    clusterset::{ClusterExports, ClusterSetService},
+};
 use crate::model::{self, Desired, Snapshots};
 use crate::source::kube_remote::KubeRemote;
 use crate::source::{static_source, RemoteSnapshot, RemoteView, SourceHealth, SourceKind};
@@ -27,10 +31,19 @@ pub struct Plan {
     pub stale: Vec<String>,
     /// When each remote service last changed (the network programming metric).
     pub changed_at: Vec<SystemTime>,
+    /// The clusterset's exported services with their ClusterSetIPs (`mcs.clusterSetCIDRs`
+    /// set), local cluster included; empty otherwise.
+    pub clusterset: Vec<ClusterSetService>,
+    /// Why ClusterSetIPs could not be allocated, one line each.
+    pub clusterset_problems: Vec<String>,
+    /// The local cluster's exports source (None: ClusterSetIPs off, or no local API).
+    pub local: Option<RemoteStatus>,
 }
 
 pub struct Remotes {
     feeds: Vec<watch::Receiver<RemoteView>>,
+    /// The local cluster's exported services (ClusterSetIPs on and a local API known).
+    local: Option<watch::Receiver<RemoteView>>,
     /// Static remotes' senders, kept so their channels stay open.
     _static: Vec<watch::Sender<RemoteView>>,
     pub changed: Arc<Notify>,
@@ -65,6 +78,7 @@ impl Remotes {
                     context: r.context.clone(),
                     import: r.import.clone(),
                     limits: cfg.limits.clone(),
+                    local: None,
                 };
                 let changed = changed.clone();
                 tasks.spawn(async move {
@@ -74,8 +88,10 @@ impl Remotes {
                 feeds.push(rx);
             }
         }
+        let local = start_local(cfg, &changed, tasks);
         Remotes {
             feeds,
+            local,
             _static: statics,
             changed,
             owners: model::KeyOwners::new(),
@@ -92,12 +108,29 @@ impl Remotes {
             .collect();
         let desired = model::plan_with(cfg, &snaps, &self.owners);
         self.owners = model::key_owners(&desired);
+        let local = self.local.as_ref().map(|rx| rx.borrow().clone());
+        let (clusterset, clusterset_problems) = if cfg.mcs.enabled() {
+            clusterset(cfg, local.as_ref(), &desired)
+        } else {
+            Default::default()
+        };
+        let mut protected = self.unsynced_service_cidrs(cfg);
+        if cfg.mcs.enabled()
+            && (local.as_ref().is_some_and(|v| !v.health.synced)
+                || views.iter().any(|v| !v.health.synced))
+        {
+            // Who exports what is not known yet: ClusterSetIPs could move or vanish.
+            protected.extend(cfg.mcs.cluster_set_cidrs.iter().copied());
+        }
         Plan {
             remotes: views.iter().map(|v| remote_status(v, &desired)).collect(),
+            local: local.as_ref().map(|v| remote_status(v, &desired)),
             desired,
-            protected: self.unsynced_service_cidrs(cfg),
+            protected,
             stale: self.stale_remotes(),
             changed_at: self.change_times(),
+            clusterset,
+            clusterset_problems,
         }
     }
 
@@ -144,6 +177,79 @@ impl Remotes {
             })
             .collect()
     }
+}
+
+/// Watches the local cluster's exported Services when ClusterSetIPs are on: the local cluster
+/// is then a member of the clusterset like any remote, and its endpoints come first.
+fn start_local(
+    cfg: &Config,
+    changed: &Arc<Notify>,
+    tasks: &mut JoinSet<std::io::Result<()>>,
+) -> Option<watch::Receiver<RemoteView>> {
+    if !cfg.mcs.enabled() {
+        return None;
+    }
+    let Some(api) = cfg.local_api() else {
+        tracing::warn!(
+            "mcs.clusterSetCIDRs is set but the local cluster's API is unknown (set \
+             cluster.kubeconfig or $KUBECONFIG, or run in a pod): this cluster's own exports \
+             are not part of the ClusterSetIPs"
+        );
+        return None;
+    };
+    let (tx, rx) = watch::channel(RemoteView {
+        remote: cfg.cluster.name.clone(),
+        snapshot: Arc::new(RemoteSnapshot::default()),
+        health: SourceHealth::new(SourceKind::Kube),
+    });
+    let source = KubeRemote {
+        name: cfg.cluster.name.clone(),
+        kubeconfig: match &api {
+            crate::source::kube_client::LocalApi::Kubeconfig(p) => p.clone(),
+            crate::source::kube_client::LocalApi::InCluster => Default::default(),
+        },
+        context: None,
+        import: crate::config::Import::Exported,
+        limits: cfg.limits.clone(),
+        local: Some(api),
+    };
+    let changed = changed.clone();
+    tasks.spawn(async move {
+        source.run(tx, changed).await;
+        Err(std::io::Error::other("the local exports source ended"))
+    });
+    Some(rx)
+}
+
+/// The clusterset from the local exports and the remotes' exported (confined) services.
+fn clusterset(
+    cfg: &Config,
+    local: Option<&RemoteView>,
+    desired: &Desired,
+) -> (Vec<ClusterSetService>, Vec<String>) {
+    let mut clusters = Vec::new();
+    if let Some(v) = local {
+        clusters.push(ClusterExports {
+            cluster: &v.remote,
+            local: true,
+            services: v.snapshot.services.iter().collect(),
+        });
+    }
+    for r in &cfg.remotes {
+        clusters.push(ClusterExports {
+            cluster: &r.name,
+            local: false,
+            // Only exported Services: an `import: all` remote's others are not the
+            // clusterset's (the other clusters would not count them).
+            services: desired
+                .services
+                .iter()
+                .filter(|s| s.remote == r.name && s.service.exported_since.is_some())
+                .map(|s| &s.service)
+                .collect(),
+        });
+    }
+    mcs::clusterset::build(&cfg.mcs, &clusters)
 }
 
 fn remote_status(v: &RemoteView, d: &Desired) -> RemoteStatus {

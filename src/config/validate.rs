@@ -162,6 +162,7 @@ impl Config {
         c.http(self);
         c.limits(self);
         c.remotes(self);
+        c.mcs(self);
         c.overlaps(self);
         c.errors
     }
@@ -574,6 +575,40 @@ impl Checker {
         self.cross_overlaps(&all);
     }
 
+    fn mcs(&mut self, cfg: &Config) {
+        let m = &cfg.mcs;
+        self.cidr_list("mcs.clusterSetCIDRs", &m.cluster_set_cidrs, false);
+        for (i, n) in m.cluster_set_cidrs.iter().enumerate() {
+            let field = format!("mcs.clusterSetCIDRs[{i}]");
+            if m.cluster_set_cidrs[..i]
+                .iter()
+                .any(|o| o.is_ipv4() == n.is_ipv4())
+            {
+                self.err(field, format!("{n}: at most one CIDR per IP family"));
+            } else if crate::mcs::clusterset_ip::usable_addresses(*n) < 2 {
+                self.err(field, format!("{n} is too small for ClusterSetIPs"));
+            }
+        }
+        let clusters: Vec<&str> = cfg.remotes.iter().map(|r| r.name.as_str()).collect();
+        for (svc, order) in &m.failover_order {
+            let field = format!("mcs.failoverOrder.{svc}");
+            let parts: Vec<&str> = svc.split('/').collect();
+            if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+                self.err(field.clone(), "the key must be namespace/name");
+            }
+            for (k, c) in order.iter().enumerate() {
+                if !clusters.contains(&c.as_str()) {
+                    self.err(
+                        format!("{field}[{k}]"),
+                        format!("'{c}' is not the name of a remote in `remotes`"),
+                    );
+                } else if order[..k].contains(c) {
+                    self.err(format!("{field}[{k}]"), format!("'{c}' is listed twice"));
+                }
+            }
+        }
+    }
+
     /// Overlaps between the local cluster's and the remotes' pod/service CIDRs, between
     /// remotes, and between one cluster's pod and service CIDRs. Entries of one list may
     /// nest (harmless); anything else that overlaps would make routing ambiguous.
@@ -599,6 +634,15 @@ impl Checker {
                     });
                 }
             }
+        }
+        // ClusterSetIPs are local VIPs: routed into the tunnel or onto a pod, they'd be lost.
+        let c = all.len();
+        for (k, net) in cfg.mcs.cluster_set_cidrs.iter().enumerate() {
+            all.push(Entry {
+                field: format!("mcs.clusterSetCIDRs[{k}]"),
+                net,
+                group: (c, 2),
+            });
         }
         self.cross_overlaps(&all);
     }

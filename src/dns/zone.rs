@@ -39,6 +39,7 @@
 //! hickory `Record` is 272 plus its owner name); an answer builds its few records from it.
 //! (With 10,000 remote services the records as `Record`s were most of the agent's memory.)
 
+use crate::mcs::clusterset::ClusterSetService;
 use crate::model::DesiredService;
 use crate::model::RemoteService;
 use hickory_proto::op::ResponseCode;
@@ -212,6 +213,22 @@ impl Zones {
         cluster_set_domain: &str,
         ttl: u32,
     ) -> Zones {
+        Zones::build_all(remotes, servfail, services, None, cluster_set_domain, ttl)
+    }
+
+    /// Like [`Zones::build_with_stale`]; with `clusterset` (ClusterSetIPs on) the clusterset
+    /// domain answers from it, as the MCS DNS spec says: `<svc>.<ns>.svc.<domain>` is the
+    /// ClusterSetIP (headless: the ready endpoints of every exporting cluster, the local one
+    /// included), each endpoint also as `<ip-dashed>.<cluster>.<svc>.<ns>.svc.<domain>`, and
+    /// SRV per named port.
+    pub fn build_all(
+        remotes: &[&str],
+        servfail: &[&str],
+        services: &[DesiredService],
+        clusterset: Option<&[ClusterSetService]>,
+        cluster_set_domain: &str,
+        ttl: u32,
+    ) -> Zones {
         let mut b = Builder::new(ttl);
         let mut by_remote: BTreeMap<String, Vec<&RemoteService>> = remotes
             .iter()
@@ -242,7 +259,7 @@ impl Zones {
             for svc in svcs {
                 let base = service_base(svc, &origin);
                 b.add_view(zone, &base, &[(None, svc)]);
-                if !domain.is_empty() {
+                if !domain.is_empty() && clusterset.is_none() {
                     merged
                         .entry((
                             svc.namespace.to_ascii_lowercase(),
@@ -253,7 +270,17 @@ impl Zones {
                 }
             }
         }
-        if !domain.is_empty() {
+        if let (false, Some(cs)) = (domain.is_empty(), clusterset) {
+            if let Some(zone) = b.zone(&domain) {
+                for s in cs {
+                    let base =
+                        format!("{}.{}.svc.{domain}", s.name, s.namespace).to_ascii_lowercase();
+                    let views = clusterset_views(s);
+                    let members: Vec<_> = views.iter().map(|(c, v)| (*c, v)).collect();
+                    b.add_view(zone, &base, &members);
+                }
+            }
+        } else if !domain.is_empty() {
             if let Some(zone) = b.zone(&domain) {
                 for ((ns, name), members) in &merged {
                     let base = format!("{name}.{ns}.svc.{domain}");
@@ -476,6 +503,43 @@ fn view_ips(members: &[(Option<&str>, &RemoteService)]) -> Vec<IpAddr> {
         }
     }
     ips
+}
+
+/// A clusterset service as the views [`Builder::add_view`] takes: the ClusterSetIPs with the
+/// merged ports (no per-cluster names), or for a headless service every exporting cluster's
+/// endpoints under its cluster name.
+fn clusterset_views(s: &ClusterSetService) -> Vec<(Option<&str>, RemoteService)> {
+    let view = |ips: Vec<IpAddr>, ports, endpoints| RemoteService {
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        cluster_ips: ips,
+        headless: s.headless,
+        ports,
+        affinity_timeout: None,
+        endpoints,
+        exported_since: None,
+    };
+    if !s.headless {
+        let ports = s
+            .ports
+            .iter()
+            .map(|p| crate::model::ServicePort {
+                name: p.port.name.clone(),
+                port: p.port.port,
+                protocol: crate::mcs::clusterset::protocol(&p.port),
+            })
+            .collect();
+        return vec![(None, view(s.ips.clone(), ports, Vec::new()))];
+    }
+    s.members
+        .iter()
+        .map(|m| {
+            (
+                Some(m.cluster.as_str()),
+                view(Vec::new(), m.ports.clone(), m.endpoints.clone()),
+            )
+        })
+        .collect()
 }
 
 fn service_base(svc: &RemoteService, origin: &str) -> String {
@@ -1012,6 +1076,96 @@ mod tests {
         // only in b
         let a = z.lookup_str("dual.default.svc.clusterset.local.", RecordType::AAAA);
         assert_eq!(ips(&a), ["fd00:101::11"]);
+    }
+
+    #[test]
+    fn clusterset_ips_replace_the_merged_clusterips_when_configured() {
+        use crate::mcs::clusterset::{build as cs_build, ClusterExports};
+        let exported = |mut d: DesiredService| {
+            d.service.exported_since = Some(1);
+            d
+        };
+        let local = [
+            exported(svc(
+                "a",
+                "default",
+                "web",
+                &["10.96.0.10"],
+                vec![ep("10.1.0.5", true, 8080)],
+            )),
+            exported(svc(
+                "a",
+                "default",
+                "db",
+                &[],
+                vec![ep("10.1.0.6", true, 5432)],
+            )),
+        ];
+        let remote = [
+            exported(svc("b", "default", "web", &["10.101.0.10"], vec![])),
+            exported(svc(
+                "b",
+                "default",
+                "db",
+                &[],
+                vec![ep("10.132.1.1", true, 5432), ep("10.132.1.2", false, 5432)],
+            )),
+        ];
+        let cfg = crate::config::McsConfig {
+            cluster_set_cidrs: vec![
+                "10.250.0.0/24".parse().unwrap(),
+                "fd00:250::/64".parse().unwrap(),
+            ],
+            failover_order: Default::default(),
+        };
+        let (cs, problems) = cs_build(
+            &cfg,
+            &[
+                ClusterExports {
+                    cluster: "a",
+                    local: true,
+                    services: local.iter().map(|d| &d.service).collect(),
+                },
+                ClusterExports {
+                    cluster: "b",
+                    local: false,
+                    services: remote.iter().map(|d| &d.service).collect(),
+                },
+            ],
+        );
+        assert!(problems.is_empty());
+        let web = cs.iter().find(|s| s.name == "web").unwrap();
+        let z = Zones::build_all(&["b"], &[], &remote, Some(&cs), "clusterset.local", 5);
+        let a = z.lookup_str("web.default.svc.clusterset.local.", RecordType::A);
+        assert_eq!(ips(&a), [web.ips[0].to_string()]);
+        let a = z.lookup_str("web.default.svc.clusterset.local.", RecordType::AAAA);
+        assert_eq!(ips(&a), [web.ips[1].to_string()]);
+        // The per-cluster name still answers that cluster's ClusterIP.
+        let a = z.lookup_str("web.default.svc.cluster.b.", RecordType::A);
+        assert_eq!(ips(&a), ["10.101.0.10"]);
+        // Headless: the ready endpoints of every exporting cluster, ours included.
+        let a = z.lookup_str("db.default.svc.clusterset.local.", RecordType::A);
+        assert_eq!(ips(&a), ["10.1.0.6", "10.132.1.1"]);
+        let a = z.lookup_str("10-1-0-6.a.db.default.svc.clusterset.local.", RecordType::A);
+        assert_eq!(ips(&a), ["10.1.0.6"]);
+        let a = z.lookup_str(
+            "_http._tcp.web.default.svc.clusterset.local.",
+            RecordType::SRV,
+        );
+        let srv: Vec<String> = a.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(srv, ["0 100 80 web.default.svc.clusterset.local."]);
+        let a = z.lookup_str(
+            "_http._tcp.db.default.svc.clusterset.local.",
+            RecordType::SRV,
+        );
+        let srv: Vec<String> = a.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(
+            srv,
+            [
+                "0 100 5432 10-1-0-6.a.db.default.svc.clusterset.local.",
+                "0 100 5432 10-132-1-1.b.db.default.svc.clusterset.local."
+            ]
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!
 //! See docs/mcs-notes.md for the upstream version and where the names come from.
 
+pub mod clusterset;
 pub mod clusterset_ip;
 pub mod conflict;
 

@@ -28,6 +28,7 @@ pub fn service(namespace: &str, name: &str) -> RemoteService {
         }],
         affinity_timeout: None,
         endpoints: Vec::new(),
+        exported_since: None,
     }
 }
 

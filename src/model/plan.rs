@@ -374,6 +374,7 @@ mod tests {
             proxy: ProxyConfig::default(),
             http: Default::default(),
             limits: Default::default(),
+            mcs: Default::default(),
             remotes,
             dns: Default::default(),
         }

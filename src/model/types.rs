@@ -89,6 +89,10 @@ pub struct RemoteService {
     /// ClientIP session affinity timeout in seconds; None = no affinity.
     pub affinity_timeout: Option<u32>,
     pub endpoints: Vec<Endpoint>,
+    /// `import: exported`: when its ServiceExport was created (Unix seconds; the MCS API's
+    /// conflict resolution prefers the oldest export). None when not gated on exports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exported_since: Option<i64>,
 }
 
 impl RemoteService {

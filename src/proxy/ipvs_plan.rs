@@ -58,7 +58,7 @@ pub fn desired_service(vs: &VirtualService, scheduler: &Scheduler) -> Service {
 fn weight(state: BackendState) -> u32 {
     match state {
         BackendState::Active => 1,
-        BackendState::Draining | BackendState::PeerDown => 0,
+        BackendState::Draining | BackendState::PeerDown | BackendState::Standby => 0,
     }
 }
 

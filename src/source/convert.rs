@@ -249,6 +249,7 @@ pub fn service(s: &Service) -> Result<Option<RemoteService>, String> {
         ports,
         affinity_timeout,
         endpoints: vec![],
+        exported_since: None,
     }))
 }
 

@@ -42,6 +42,9 @@ pub struct KubeRemote {
     pub name: String,
     pub kubeconfig: PathBuf,
     pub context: Option<String>,
+    /// Set for this agent's own cluster (its exported Services for the ClusterSetIPs): the
+    /// client is the agent's own, and its Nodes are not watched (they are not peers).
+    pub local: Option<super::kube_client::LocalApi>,
     /// What this remote may cost us (config `limits`).
     pub limits: crate::config::LimitsConfig,
     /// Which of its Services are imported (config `remotes[].import`).
@@ -191,13 +194,18 @@ impl KubeRemote {
     ) -> (Client, Option<u64>) {
         loop {
             let fp = fingerprint(&self.kubeconfig);
-            match kube_client::from_remote_kubeconfig(
-                &self.kubeconfig,
-                self.context.as_deref(),
-                self.limits.message_bytes,
-            )
-            .await
-            {
+            let client = match &self.local {
+                Some(api) => kube_client::local_client(api).await,
+                None => {
+                    kube_client::from_remote_kubeconfig(
+                        &self.kubeconfig,
+                        self.context.as_deref(),
+                        self.limits.message_bytes,
+                    )
+                    .await
+                }
+            };
+            match client {
                 Ok(c) => return (c, fp),
                 Err(e) => {
                     let msg = e.to_string();
@@ -229,9 +237,17 @@ impl KubeRemote {
         store: &mut RemoteStore,
         was_synced: &mut bool,
     ) -> Option<(Client, Option<u64>)> {
-        let nodes = watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-            .backoff(RetryBackoff::default())
-            .map(Update::Node);
+        let nodes = if self.local.is_some() {
+            // Our own nodes are not peers: an empty table that counts as listed.
+            store.nodes.init();
+            store.nodes.init_done();
+            futures::stream::pending().boxed()
+        } else {
+            watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+                .backoff(RetryBackoff::default())
+                .map(Update::Node)
+                .boxed()
+        };
         let svc_cfg = watcher::Config::default().labels(NOT_OURS);
         // `import: {selector}` is the API server's to apply. Slices are not filtered by it
         // (their labels need not follow the Service's): the snapshot joins them by Service.
@@ -269,9 +285,9 @@ impl KubeRemote {
             _ => futures::stream::pending().boxed(),
         };
         let discovery = client.clone();
-        let probe_api = Api::<Node>::all(client);
+        let probe_api = Api::<Service>::all(client);
         let mut updates =
-            futures::stream::select_all([nodes.boxed(), services.boxed(), slices.boxed(), exports]);
+            futures::stream::select_all([nodes, services.boxed(), slices.boxed(), exports]);
         let mut export_check = tokio::time::interval(EXPORT_API_CHECK);
         export_check.tick().await;
         let mut watchers = WatchHealth::default();
@@ -340,7 +356,11 @@ impl KubeRemote {
                         continue;
                     }
                     let ctx = self.context.as_deref();
-                    match kube_client::from_remote_kubeconfig(&self.kubeconfig, ctx, self.limits.message_bytes).await {
+                    let client = match &self.local {
+                        Some(api) => kube_client::local_client(api).await,
+                        None => kube_client::from_remote_kubeconfig(&self.kubeconfig, ctx, self.limits.message_bytes).await,
+                    };
+                    match client {
                         Ok(c) => {
                             if dirty {
                                 self.publish(store, health, tx, changed, was_synced);

@@ -73,6 +73,7 @@ fn service(s: &StaticService) -> RemoteService {
         ports,
         affinity_timeout: s.session_affinity_timeout,
         endpoints,
+        exported_since: None,
     }
 }
 

@@ -138,9 +138,10 @@ pub struct RemoteStore {
     pub nodes: Table<RemoteNode>,
     pub services: Table<RemoteService>,
     pub slices: Table<SliceData>,
-    /// `import: exported`: the remote's ServiceExports by namespace/name (only the names
-    /// matter); only their Services are imported. None: every Service is.
-    pub exports: Option<Table<()>>,
+    /// `import: exported`: the remote's ServiceExports by namespace/name, with their creation
+    /// time (Unix seconds; 0 if unknown); only their Services are imported. None: every
+    /// Service is.
+    pub exports: Option<Table<i64>>,
     /// "multicluster.x-k8s.io/v1beta1" while the remote serves a ServiceExport API.
     pub export_api: Option<String>,
     /// `import` as written, for the report.
@@ -271,8 +272,13 @@ impl RemoteStore {
 
     pub fn convert_export(
         o: &kube::core::PartialObjectMeta<kube::core::DynamicObject>,
-    ) -> (String, Converted<()>) {
-        (namespaced_key(&o.metadata), Ok(Some(())))
+    ) -> (String, Converted<i64>) {
+        let created = o
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_second());
+        (namespaced_key(&o.metadata), Ok(Some(created)))
     }
 
     pub fn convert_node(n: &Node) -> (String, Converted<RemoteNode>) {
@@ -325,10 +331,15 @@ impl RemoteStore {
         }
         let mut not_exported = 0;
         for (key, v) in self.services.iter() {
+            let mut exported_since = None;
             if let Some(exports) = &self.exports {
-                if !exports.items.contains_key(key) {
-                    not_exported += 1;
-                    continue;
+                match exports.items.get(key) {
+                    Some(Ok(Some(created))) => exported_since = Some(*created),
+                    Some(_) => {}
+                    None => {
+                        not_exported += 1;
+                        continue;
+                    }
                 }
             }
             match v {
@@ -337,6 +348,7 @@ impl RemoteStore {
                         snap.changed_at.insert(key.clone(), *t);
                     }
                     let mut s = s.clone();
+                    s.exported_since = exported_since;
                     for d in by_service.get(key.as_str()).into_iter().flatten() {
                         for e in &d.endpoints {
                             // The same endpoint may briefly sit in two slices while the
@@ -548,7 +560,7 @@ mod tests {
         st.exports
             .as_mut()
             .unwrap()
-            .apply("a/web".into(), Ok(Some(())));
+            .apply("a/web".into(), Ok(Some(0)));
         st.set_export_api(None);
         assert!(st.synced());
         let snap = st.snapshot();
@@ -558,8 +570,8 @@ mod tests {
         let mut st = RemoteStore::new("west");
         st.gate_on_exports(1);
         let t = st.exports.as_mut().unwrap();
-        t.apply("a/x".into(), Ok(Some(())));
-        t.apply("a/y".into(), Ok(Some(())));
+        t.apply("a/x".into(), Ok(Some(0)));
+        t.apply("a/y".into(), Ok(Some(0)));
         assert_eq!(st.limits_hit()[0].kind, "serviceexports");
     }
 
