@@ -39,6 +39,9 @@ pub struct AgentStatus {
     pub rejected: Vec<Rejected>,
     #[serde(default)]
     pub remotes: Vec<RemoteStatus>,
+    /// `mcs.clusterSetCIDRs` set: the clusterset's services and the local exports source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusterset: Option<ClusterSetStatus>,
     #[serde(default)]
     pub advertisement: Option<AdvertiseStatus>,
     #[serde(default)]
@@ -50,6 +53,42 @@ pub struct AgentStatus {
     /// the tunnel passes nothing.
     #[serde(default)]
     pub node_pod_cidrs: Vec<String>,
+}
+
+/// The clusterset as this node serves it (ClusterSetIPs on).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSetStatus {
+    /// The local cluster's exports source (None: no local API, so this cluster's own exports
+    /// are not members).
+    pub local: Option<RemoteStatus>,
+    pub services: Vec<ClusterSetServiceStatus>,
+    /// Why ClusterSetIPs could not be allocated.
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSetServiceStatus {
+    pub namespace: String,
+    pub name: String,
+    pub headless: bool,
+    pub ips: Vec<String>,
+    pub members: Vec<ClusterSetMemberStatus>,
+    /// KEP-1645 conflict reasons; empty without a conflict.
+    #[serde(default)]
+    pub conflicts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSetMemberStatus {
+    pub cluster: String,
+    pub local: bool,
+    pub tier: u32,
+    pub endpoints: usize,
+    pub ready: usize,
 }
 
 /// The DNS responder: zones served with record counts, and queries by outcome.
@@ -156,6 +195,7 @@ pub struct AgentFacts {
     pub started_at_unix: u64,
     pub rejected: Vec<Rejected>,
     pub remotes: Vec<RemoteStatus>,
+    pub clusterset: Option<ClusterSetStatus>,
     pub advertisement: Option<AdvertiseStatus>,
     pub proxy: Option<ProxyStatus>,
     /// Listen address and the running responder (or why it isn't running).
@@ -208,6 +248,7 @@ pub fn snapshot(dev: &Device, facts: &AgentFacts) -> AgentStatus {
         node_pod_cidrs: dev.local_cidrs().iter().map(|n| n.to_string()).collect(),
         rejected: facts.rejected.clone(),
         remotes: facts.remotes.clone(),
+        clusterset: facts.clusterset.clone(),
         advertisement: facts.advertisement.clone(),
         proxy: facts.proxy.clone(),
         dns: facts.dns.as_ref().map(|(listen, h)| match h {

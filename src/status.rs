@@ -156,6 +156,9 @@ pub fn render_text(r: &StatusReport, now_unix: u64) -> String {
                 }
             }
             render_remotes(&mut s, &a.remotes, now_unix);
+            if let Some(cs) = &a.clusterset {
+                render_clusterset(&mut s, cs, now_unix);
+            }
         }
         None => {
             let _ = writeln!(
@@ -402,6 +405,84 @@ pub(crate) fn import_line(i: &crate::model::ImportReport) -> Option<String> {
     }
 }
 
+/// The clusterset's services: ClusterSetIPs, each exporting cluster with its ready endpoints
+/// in failover order, and which tier takes new connections now.
+fn render_clusterset(s: &mut String, cs: &crate::control::ClusterSetStatus, now_unix: u64) {
+    s.push('\n');
+    let _ = writeln!(s, "clusterset: {} exported service(s)", cs.services.len());
+    match &cs.local {
+        Some(l) => {
+            let state = match (l.synced, l.stale_since_unix) {
+                (_, Some(t)) => format!("STALE since {}", ago(now_unix.saturating_sub(t))),
+                (true, None) => "synced".to_string(),
+                (false, None) => "syncing".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "  local exports ({}): {state}; services {}, endpoints {}",
+                l.name, l.services, l.endpoints
+            );
+            if let Some(e) = &l.last_error {
+                let _ = writeln!(s, "    error: {e}");
+            }
+            if let Some(line) = l.import.as_ref().and_then(import_line) {
+                let _ = writeln!(s, "    {line}");
+            }
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "  local exports: NOT WATCHED (no local API): this cluster's own endpoints are \
+                 not behind the ClusterSetIPs"
+            );
+        }
+    }
+    for p in &cs.problems {
+        let _ = writeln!(s, "  PROBLEM {p}");
+    }
+    for svc in &cs.services {
+        let ips = if svc.headless {
+            "headless".to_string()
+        } else if svc.ips.is_empty() {
+            "no ClusterSetIP".to_string()
+        } else {
+            svc.ips.join(", ")
+        };
+        let serving = svc
+            .members
+            .iter()
+            .filter(|m| m.ready > 0)
+            .map(|m| m.tier)
+            .min();
+        let members: Vec<String> = svc
+            .members
+            .iter()
+            .map(|m| {
+                let mark = if Some(m.tier) == serving { "*" } else { "" };
+                let local = if m.local { " local" } else { "" };
+                format!(
+                    "{mark}{}{local} {}/{} ready",
+                    m.cluster, m.ready, m.endpoints
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {}/{} {ips}: {}",
+            svc.namespace,
+            svc.name,
+            if members.is_empty() {
+                "no exporting cluster".to_string()
+            } else {
+                members.join(", ")
+            }
+        );
+        if !svc.conflicts.is_empty() {
+            let _ = writeln!(s, "    CONFLICT {}", svc.conflicts.join(", "));
+        }
+    }
+}
+
 fn render_remotes(s: &mut String, remotes: &[RemoteStatus], now_unix: u64) {
     if remotes.is_empty() {
         return;
@@ -518,6 +599,38 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.50 KiB");
         assert_eq!(bytes(3 * 1024 * 1024), "3.00 MiB");
+    }
+
+    #[test]
+    fn renders_the_clusterset_with_its_serving_tier() {
+        use crate::control::{ClusterSetMemberStatus, ClusterSetServiceStatus, ClusterSetStatus};
+        let member = |cluster: &str, local, tier, ready| ClusterSetMemberStatus {
+            cluster: cluster.into(),
+            local,
+            tier,
+            endpoints: 2,
+            ready,
+        };
+        let cs = ClusterSetStatus {
+            local: None,
+            problems: vec![],
+            services: vec![ClusterSetServiceStatus {
+                namespace: "default".into(),
+                name: "web".into(),
+                headless: false,
+                ips: vec!["10.250.0.7".into()],
+                members: vec![member("east", true, 0, 0), member("west", false, 1, 2)],
+                conflicts: vec!["PortConflict".into()],
+            }],
+        };
+        let mut s = String::new();
+        render_clusterset(&mut s, &cs, 1000);
+        assert!(s.contains("local exports: NOT WATCHED"), "{s}");
+        assert!(
+            s.contains("default/web 10.250.0.7: east local 0/2 ready, *west 2/2 ready"),
+            "{s}"
+        );
+        assert!(s.contains("CONFLICT PortConflict"), "{s}");
     }
 
     #[test]

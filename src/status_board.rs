@@ -3,7 +3,7 @@
 //! (the control socket behind `status`, `/metrics`, `/readyz`) take one [`AgentFacts`] snapshot
 //! assembled from the latest value of every channel; none of them computes what a stage owns.
 
-use crate::control::{AdvertiseStatus, AgentFacts, ProxyStatus, RemoteStatus};
+use crate::control::{AdvertiseStatus, AgentFacts, ClusterSetStatus, ProxyStatus, RemoteStatus};
 use crate::model::Rejected;
 use tokio::sync::watch;
 
@@ -12,6 +12,7 @@ use tokio::sync::watch;
 pub struct PlanStatus {
     pub remotes: Vec<RemoteStatus>,
     pub rejected: Vec<Rejected>,
+    pub clusterset: Option<ClusterSetStatus>,
 }
 
 /// The DNS responder's listen address and the running responder (or why it is not running).
@@ -75,6 +76,7 @@ impl StatusBoard {
             started_at_unix: self.identity.started_at_unix,
             rejected: plan.rejected,
             remotes: plan.remotes,
+            clusterset: plan.clusterset,
             advertisement: self.advertisement.borrow().clone(),
             proxy: self.proxy.borrow().clone(),
             dns: self.dns.borrow().clone(),

@@ -55,6 +55,7 @@ impl PlanApplier {
         self.status.send_replace(PlanStatus {
             remotes: plan.remotes.clone(),
             rejected: plan.desired.rejected.clone(),
+            clusterset: self.cfg.mcs.enabled().then(|| clusterset_status(plan)),
         });
         if let Some(h) = &self.dns {
             h.set_zones(dns_zones(&self.cfg, plan));
@@ -88,6 +89,36 @@ impl Reconciler for PlanApplier {
     async fn reconcile(&mut self, plan: &Arc<Plan>, _why: Trigger) -> Result<(), String> {
         tokio::task::block_in_place(|| self.apply(plan));
         Ok(())
+    }
+}
+
+fn clusterset_status(plan: &Plan) -> crate::control::ClusterSetStatus {
+    use crate::control::{ClusterSetMemberStatus, ClusterSetServiceStatus, ClusterSetStatus};
+    ClusterSetStatus {
+        local: plan.local.clone(),
+        problems: plan.clusterset_problems.clone(),
+        services: plan
+            .clusterset
+            .iter()
+            .map(|s| ClusterSetServiceStatus {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                headless: s.headless,
+                ips: s.ips.iter().map(|ip| ip.to_string()).collect(),
+                conflicts: s.conflicts.iter().map(|c| c.to_string()).collect(),
+                members: s
+                    .members
+                    .iter()
+                    .map(|m| ClusterSetMemberStatus {
+                        cluster: m.cluster.clone(),
+                        local: m.local,
+                        tier: m.tier,
+                        endpoints: m.endpoints.len(),
+                        ready: m.endpoints.iter().filter(|e| e.ready).count(),
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 

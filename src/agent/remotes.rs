@@ -124,7 +124,7 @@ impl Remotes {
         }
         Plan {
             remotes: views.iter().map(|v| remote_status(v, &desired)).collect(),
-            local: local.as_ref().map(|v| remote_status(v, &desired)),
+            local: local.as_ref().map(local_status),
             desired,
             protected,
             stale: self.stale_remotes(),
@@ -250,6 +250,15 @@ fn clusterset(
         });
     }
     mcs::clusterset::build(&cfg.mcs, &clusters)
+}
+
+/// The local exports source: its own services (exported ones), not planned remote services.
+fn local_status(v: &RemoteView) -> RemoteStatus {
+    RemoteStatus {
+        services: v.snapshot.services.len(),
+        endpoints: v.snapshot.endpoint_count(),
+        ..remote_status(v, &Desired::default())
+    }
 }
 
 fn remote_status(v: &RemoteView, d: &Desired) -> RemoteStatus {

@@ -961,6 +961,48 @@ mod tests {
     }
 
     #[test]
+    fn mcs_cluster_set_cidrs_and_failover_order_are_checked() {
+        let mut cfg = example();
+        cfg.mcs.cluster_set_cidrs = vec![n("10.250.0.0/16"), n("10.251.0.0/16")];
+        assert_error(&cfg, "mcs.clusterSetCIDRs[1]", "one CIDR per IP family");
+        cfg.mcs.cluster_set_cidrs = vec![n("10.250.0.1/16")];
+        assert_error(&cfg, "mcs.clusterSetCIDRs[0]", "host bits");
+        cfg.mcs.cluster_set_cidrs = vec![n("10.250.0.0/31")];
+        assert_error(&cfg, "mcs.clusterSetCIDRs[0]", "too small");
+        // Overlapping a pod or service CIDR would route ClusterSetIPs away.
+        cfg.mcs.cluster_set_cidrs = vec![cfg.cluster.pod_cidrs[0]];
+        assert_error(
+            &cfg,
+            "mcs.clusterSetCIDRs[0]",
+            "overlaps cluster.podCIDRs[0]",
+        );
+        cfg.mcs.cluster_set_cidrs = vec![n("10.250.0.0/16"), n("fd00:250::/64")];
+        cfg.mcs
+            .failover_order
+            .insert("default".into(), vec!["nowhere".into()]);
+        let errs = errors(&cfg);
+        assert!(
+            errs.iter()
+                .any(|e| e.field == "mcs.failoverOrder.default"
+                    && e.reason.contains("namespace/name")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.field == "mcs.failoverOrder.default[0]"
+                    && e.reason.contains("not the name of a remote")),
+            "{errs:?}"
+        );
+        cfg.mcs.failover_order.clear();
+        assert!(errors(&cfg).is_empty(), "{:?}", errors(&cfg));
+        // Parsed from YAML under its documented names.
+        let text = "cluster: {name: east, podCIDRs: [10.128.0.0/14]}\nmcs:\n  clusterSetCIDRs: [10.250.0.0/16]\n  failoverOrder: {default/web: []}\n";
+        let cfg = Config::parse(text, Some("a1")).unwrap();
+        assert!(cfg.mcs.enabled());
+        assert!(cfg.mcs.failover_order.contains_key("default/web"));
+    }
+
+    #[test]
     fn http_listen_and_ready_timeout_are_checked() {
         let mut cfg = example();
         cfg.http.listen = "0.0.0.0:0".parse().unwrap();
