@@ -174,6 +174,12 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ValidatingA
 ALLOWED_ROLES = {
     ("ClusterRole", "sdn-tunnel-agent"): {("", "nodes"): {"get", "patch"}},
     ("Role", "sdn-tunnel-agent"): {("apps", "daemonsets"): {"get"}},
+    # Its own cluster's exported Services for the ClusterSetIPs (issue 17).
+    ("ClusterRole", "sdn-tunnel-agent-clusterset"): {
+        ("", "services"): {"list", "watch"},
+        ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
+        ("multicluster.x-k8s.io", "serviceexports"): {"list", "watch"},
+    },
     ("ClusterRole", "sdn-tunnel-remote-reader"): {
         ("", "nodes"): {"list", "watch"},
         ("", "services"): {"list", "watch"},
@@ -193,6 +199,9 @@ ALLOWED_BINDINGS = {
         (("ClusterRole", "sdn-tunnel-agent"), [("ServiceAccount", "sdn-tunnel", NAMESPACE)]),
     ("RoleBinding", "sdn-tunnel-agent"):
         (("Role", "sdn-tunnel-agent"), [("ServiceAccount", "sdn-tunnel", NAMESPACE)]),
+    ("ClusterRoleBinding", "sdn-tunnel-agent-clusterset"):
+        (("ClusterRole", "sdn-tunnel-agent-clusterset"),
+         [("ServiceAccount", "sdn-tunnel", NAMESPACE)]),
     ("ClusterRoleBinding", "sdn-tunnel-remote-reader"):
         (("ClusterRole", "sdn-tunnel-remote-reader"),
          [("ServiceAccount", "sdn-tunnel-remote-reader", NAMESPACE)]),

@@ -58,9 +58,10 @@ pub struct McsConfig {
     /// `<svc>.<ns>.svc.<clusterSetDomain>` answers the exporting remotes' ClusterIPs.
     #[serde(rename = "clusterSetCIDRs", default)]
     pub cluster_set_cidrs: Vec<IpNetwork>,
-    /// Per service (`namespace/name`): which remote clusters take over, in order, when no
-    /// local endpoint is ready. Unlisted remotes come after the listed ones, together.
-    /// Services not listed use every remote at once.
+    /// Per service (`namespace/name`): which clusters take over, in order, when no local
+    /// endpoint is ready. The local cluster always comes first, wherever it is listed (so one
+    /// list can serve every cluster of the set); unlisted remotes come after the listed ones,
+    /// together. Services not listed use every remote at once.
     #[serde(default)]
     pub failover_order: std::collections::BTreeMap<String, Vec<String>>,
 }

@@ -323,6 +323,30 @@ fn rbac(rk: &RealKube) -> Result<String> {
         (AGENT_SA, "delete", "nodes", None, false),
         (AGENT_SA, "get", "secrets", Some("sdn-tunnel"), false),
         (AGENT_SA, "list", "pods", Some("default"), false),
+        // Its own cluster's exported Services (ClusterSetIPs), read only.
+        (AGENT_SA, "watch", "services", Some("default"), true),
+        (
+            AGENT_SA,
+            "list",
+            "endpointslices.discovery.k8s.io",
+            Some("default"),
+            true,
+        ),
+        (
+            AGENT_SA,
+            "watch",
+            "serviceexports.multicluster.x-k8s.io",
+            Some("default"),
+            true,
+        ),
+        (AGENT_SA, "create", "services", Some("default"), false),
+        (
+            AGENT_SA,
+            "update",
+            "serviceexports.multicluster.x-k8s.io",
+            Some("default"),
+            false,
+        ),
         (AGENT_SA, "create", "pods", Some("sdn-tunnel"), false),
         (
             AGENT_SA,

@@ -589,7 +589,14 @@ impl Checker {
                 self.err(field, format!("{n} is too small for ClusterSetIPs"));
             }
         }
-        let clusters: Vec<&str> = cfg.remotes.iter().map(|r| r.name.as_str()).collect();
+        // The local cluster may be listed (one list for every cluster of the set): it comes
+        // first wherever it is.
+        let clusters: Vec<&str> = cfg
+            .remotes
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain([cfg.cluster.name.as_str()])
+            .collect();
         for (svc, order) in &m.failover_order {
             let field = format!("mcs.failoverOrder.{svc}");
             let parts: Vec<&str> = svc.split('/').collect();
@@ -600,7 +607,7 @@ impl Checker {
                 if !clusters.contains(&c.as_str()) {
                     self.err(
                         format!("{field}[{k}]"),
-                        format!("'{c}' is not the name of a remote in `remotes`"),
+                        format!("'{c}' is neither this cluster nor a remote in `remotes`"),
                     );
                 } else if order[..k].contains(c) {
                     self.err(format!("{field}[{k}]"), format!("'{c}' is listed twice"));
@@ -990,7 +997,7 @@ mod tests {
         assert!(
             errs.iter()
                 .any(|e| e.field == "mcs.failoverOrder.default[0]"
-                    && e.reason.contains("not the name of a remote")),
+                    && e.reason.contains("neither this cluster nor a remote")),
             "{errs:?}"
         );
         cfg.mcs.failover_order.clear();
