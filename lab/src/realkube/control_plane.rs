@@ -185,6 +185,8 @@ pub fn start(
         "--bind-address=127.0.0.1".into(),
         format!("--cluster-name={}", c.name),
         format!("--cluster-cidr={}", c.pod_cidr),
+        // The lab creates every Node with its pod CIDR already set (see RealKube::up): the range
+        // allocator only marks those as used, it hands out a CIDR only to a Node without one.
         "--allocate-node-cidrs=true".into(),
         "--node-cidr-mask-size=24".into(),
         format!("--service-cluster-ip-range={}", c.service_cidr),

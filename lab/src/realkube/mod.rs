@@ -3,8 +3,9 @@
 //!
 //! Per cluster, etcd, kube-apiserver, kube-controller-manager and kube-scheduler run in the
 //! namespace of the cluster's first node; per node, containerd, the kubelet and kube-proxy
-//! (nftables mode) run in the node's namespace (see [`node`]). The kubelets register real
-//! Nodes, the controller-manager allocates their pod CIDRs, pods get addresses from the CNI
+//! (nftables mode) run in the node's namespace (see [`node`]). The lab creates each Node with
+//! the pod CIDR of its plan before the node's kubelet registers and adopts it (the
+//! controller-manager's allocator leaves set CIDRs alone), pods get addresses from the CNI
 //! bridge plugin. Unless `bare`, sdn-tunnel is then installed with `kubectl apply -k` exactly as
 //! docs/install.md says ([`deploy`]). docs/kube-lab.md has the picture.
 
@@ -264,31 +265,43 @@ impl RealKube {
         });
         imports.into_iter().collect::<Result<Vec<()>>>()?;
 
-        // Kubelets register node j of every cluster before node j+1, so that the
-        // controller-manager hands out pod CIDRs in the lab's documented order.
-        self.say("starting kubelets");
-        for j in 0..self.opts.nodes_per_cluster {
-            for c in &topo.clusters {
-                let n = &c.nodes[j];
-                self.start_kubelet(&c.name, n)?;
+        // Every Node is created with its planned pod CIDR before its kubelet starts: the kubelet
+        // finds the Node and adopts it ("Node was previously registered"), and the
+        // controller-manager's range allocator only marks a CIDR that is already set as used.
+        // Left to the allocator, the order of the CIDRs is not guaranteed, whatever order the
+        // kubelets start in (CI once gave b2 10.132.2.0/24 instead of its 10.132.1.0/24).
+        self.say("creating the Nodes with their planned pod CIDRs and starting kubelets");
+        for n in &topo.nodes {
+            self.create_node(&n.cluster, &n.name)?;
+            self.start_kubelet(&n.cluster, &n.name)?;
+        }
+        for n in &topo.nodes {
+            let (name, want) = (n.name.clone(), n.pod_cidr);
+            let kubectl = self.kubectl(&n.cluster).clone();
+            let mut got = String::new();
+            kubectl
+                .wait_until(
+                    &format!("the kubelet of {name} to take over its Node"),
+                    timeout,
+                    |k| {
+                        let out = k.output(&[
+                            "get",
+                            "node",
+                            &name,
+                            "-o",
+                            "jsonpath={.status.nodeInfo.kubeletVersion}|{.spec.podCIDR}",
+                        ]);
+                        let s = String::from_utf8_lossy(&out.stdout);
+                        let (kubelet, cidr) = s.trim().split_once('|').unwrap_or(("", ""));
+                        got = cidr.to_string();
+                        Ok(out.status.success() && !kubelet.is_empty())
+                    },
+                )
+                .map_err(|e| anyhow::anyhow!("{e:#}\n{}", self.node_logs(&name)))?;
+            if got != want.to_string() {
+                bail!("node {name} has pod CIDR {got:?}, the lab's plan says {want}");
             }
-            for c in &topo.clusters {
-                let n = c.nodes[j].clone();
-                let want = topo.node(&n).expect("node").pod_cidr;
-                let kubectl = self.kubectl(&c.name).clone();
-                let mut got = String::new();
-                kubectl
-                    .wait_until(&format!("node {n} with a pod CIDR"), timeout, |k| {
-                        let out = k.output(&["get", "node", &n, "-o", "jsonpath={.spec.podCIDR}"]);
-                        got = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                        Ok(out.status.success() && !got.is_empty())
-                    })
-                    .map_err(|e| anyhow::anyhow!("{e:#}\n{}", self.node_logs(&n)))?;
-                if got != want.to_string() {
-                    bail!("node {n} got pod CIDR {got}, the lab's plan says {want}");
-                }
-                self.nodes[&n].write_cni(&want)?;
-            }
+            self.nodes[&name].write_cni(&want)?;
         }
         for c in &topo.clusters {
             for n in &c.nodes {
@@ -320,6 +333,27 @@ impl RealKube {
         if !self.opts.bare {
             self.install_sdn_tunnel()?;
         }
+        Ok(())
+    }
+
+    /// Creates the Node object of `node` with the pod CIDR of the lab's plan (`spec.podCIDR`,
+    /// `spec.podCIDRs`), for its kubelet to adopt when it registers.
+    fn create_node(&self, cluster: &str, node: &str) -> Result<()> {
+        let cidr = self
+            .topology()
+            .node(node)
+            .with_context(|| format!("no node {node}"))?
+            .pod_cidr
+            .to_string();
+        let obj = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": node},
+            "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+        });
+        self.kubectl(cluster)
+            .run_stdin(&["create", "-f", "-"], &obj.to_string())
+            .with_context(|| format!("creating Node {node} with pod CIDR {cidr}"))?;
         Ok(())
     }
 
@@ -545,8 +579,9 @@ impl Drop for RealKube {
 }
 
 impl RealKube {
-    /// Stops the kubelet of `node` (SIGKILL, like a crash) and starts a new one; it registers
-    /// the Node again if it was deleted.
+    /// Stops the kubelet of `node` (SIGKILL, like a crash) and starts a new one. If the Node was
+    /// deleted, it is created again with its planned pod CIDR first (as in [`RealKube::up`]), so
+    /// the node keeps the CIDR its CNI config hands out.
     pub fn restart_kubelet(&mut self, node: &str) -> Result<()> {
         if let Some(mut k) = self.nodes.get_mut(node).and_then(|rt| rt.kubelet.take()) {
             let _ = k.kill();
@@ -558,6 +593,14 @@ impl RealKube {
             .with_context(|| format!("no node {node}"))?
             .cluster
             .clone();
+        if !self
+            .kubectl(&cluster)
+            .output(&["get", "node", node])
+            .status
+            .success()
+        {
+            self.create_node(&cluster, node)?;
+        }
         self.start_kubelet(&cluster, node)
     }
 

@@ -205,7 +205,8 @@ impl NodeRuntime {
         Ok(())
     }
 
-    /// Writes the kubelet's config and starts it (it registers the Node itself).
+    /// Writes the kubelet's config and starts it (it registers with, and adopts, the Node the lab
+    /// created with the planned pod CIDR).
     pub fn start_kubelet(&mut self, bins: &KubeBins, kubeconfig: &Path, ca: &Path) -> Result<()> {
         let resolv = self.dir.join("resolv.conf");
         // No cluster DNS in the lab: pods get this (nothing answers; the tests address the
