@@ -79,6 +79,11 @@ fn main() {
             || dns(&rk),
         );
         c.run(
+            "ClusterSetIP: the same on every node, answered locally, by the remote cluster \
+             while the local Deployment is scaled to zero, and by name in clusterset.local",
+            || clusterset_ip(&rk),
+        );
+        c.run(
             "kubectl rollout restart of the agents during a cross-cluster TCP stream",
             || rollout_restart_during_stream(&rk),
         );
@@ -767,6 +772,130 @@ fn dns(rk: &RealKube) -> Result<String> {
     )
     .with_context(|| format!("last answer: {last}"))?;
     Ok(format!("{name} -> {web_ip} (asked {dns_ip})"))
+}
+
+/// `default/web`'s ClusterSetIP in the status of the agent on `node`, once both clusters
+/// export it.
+fn clusterset_ip_at(rk: &RealKube, node: &str) -> Result<Option<String>> {
+    let s = agent_status(rk, node)?;
+    let Some(web) = s["agent"]["clusterset"]["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["namespace"] == "default" && v["name"] == "web")
+    else {
+        return Ok(None);
+    };
+    if web["members"].as_array().map_or(0, Vec::len) < 2 {
+        return Ok(None);
+    }
+    Ok(web["ips"][0].as_str().map(str::to_string))
+}
+
+fn clusterset_ip(rk: &RealKube) -> Result<String> {
+    let (a, b) = pair(rk);
+    let (ca, cb) = (rk.cluster_of(&a), rk.cluster_of(&b));
+    let mut ip = None;
+    wait(
+        &format!("{a} serves web's ClusterSetIP from both clusters"),
+        Duration::from_secs(30),
+        || {
+            ip = clusterset_ip_at(rk, &a)?;
+            Ok(ip.is_some())
+        },
+    )?;
+    let ip = ip.context("ClusterSetIP")?;
+    let cidr: ipnetwork::IpNetwork = sdn_lab::realkube::deploy::CLUSTER_SET_CIDR.parse()?;
+    ensure!(cidr.contains(ip.parse()?), "{ip} is outside {cidr}");
+    // Every node of every cluster computes the same one.
+    for cl in clusters(rk) {
+        for n in nodes_of(rk, &cl) {
+            let got = clusterset_ip_at(rk, &n)?;
+            ensure!(
+                got.as_deref() == Some(ip.as_str()),
+                "{n} has {got:?}, {a} has {ip}"
+            );
+        }
+    }
+    let client = probe(&a);
+    let local = web_pods(rk, &ca)?;
+    let remote = web_pods(rk, &cb)?;
+    let got = answers(rk, &ca, &client, &ip, 6)?;
+    ensure!(
+        got.iter().all(|p| local.contains(p)),
+        "with local pods ready, {ip} was answered by {got:?} (local: {local:?})"
+    );
+    let scale = |n: usize| {
+        rk.kubectl(&ca).run(&[
+            "-n",
+            "default",
+            "scale",
+            "deployment/web",
+            &format!("--replicas={n}"),
+        ])
+    };
+    // Local Deployment to zero: the remote cluster's pods take over.
+    let t = Instant::now();
+    scale(0)?;
+    let mut last = Vec::new();
+    wait(
+        &format!("{ip} answered by {cb} once {ca}'s web is scaled to 0"),
+        Duration::from_secs(60),
+        || {
+            last = answers(rk, &ca, &client, &ip, 1).unwrap_or_default();
+            Ok(last.iter().all(|p| remote.contains(p)) && !last.is_empty())
+        },
+    )
+    .with_context(|| format!("last answer {last:?}"))?;
+    let gap = t.elapsed().as_secs_f64();
+    let got = answers(rk, &ca, &client, &ip, 4)?;
+    ensure!(
+        got.iter().all(|p| remote.contains(p)),
+        "after failover: {got:?}"
+    );
+    // Back to 2: local first again.
+    scale(2)?;
+    rk.kubectl(&ca).run(&[
+        "-n",
+        "default",
+        "rollout",
+        "status",
+        "deployment/web",
+        "--timeout=120s",
+    ])?;
+    let t = Instant::now();
+    wait(
+        &format!("{ip} answered locally again"),
+        Duration::from_secs(60),
+        || {
+            let local = web_pods(rk, &ca)?;
+            let got = answers(rk, &ca, &client, &ip, 4)?;
+            Ok(got.iter().all(|p| local.contains(p)))
+        },
+    )?;
+    let back = t.elapsed().as_secs_f64();
+    // DNS per the MCS spec: the ClusterSetIP.
+    let dns_ip = rk.kubectl(&ca).run(&[
+        "-n",
+        "sdn-tunnel",
+        "get",
+        "svc",
+        "sdn-tunnel-dns",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])?;
+    let name = "web.default.svc.clusterset.local";
+    let out = rk.exec_pod(&ca, &client, &["nslookup", name, &dns_ip]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.contains(&format!("Address: {ip}")),
+        "nslookup {name}: {text}"
+    );
+    Ok(format!(
+        "{ip} on every node; local answers; scaled to 0 -> first answer from {cb} after \
+         {gap:.1} s (kubectl scale to a GET answered remotely, GETs through kubectl exec); \
+         local again {back:.1} s after the rollout; {name} -> {ip}"
+    ))
 }
 
 fn rollout_restart_during_stream(rk: &RealKube) -> Result<String> {

@@ -22,6 +22,9 @@ pub const AGENT_IMAGE_TAG: &str = "lab";
 /// The lab's agents listen here (the default of tunnel.listenPort).
 pub const TUNNEL_PORT: u16 = 51830;
 
+/// The lab's `mcs.clusterSetCIDRs` (outside every lab pod, service and underlay range).
+pub const CLUSTER_SET_CIDR: &str = "10.255.0.0/24";
+
 /// The agent config of cluster `c` in a lab of `topo` (what the ConfigMap carries).
 pub fn agent_config(topo: &Topology, c: &ClusterSpec, proxy_backend: &str) -> String {
     let mut cfg = AgentConfig::new(
@@ -37,7 +40,9 @@ pub fn agent_config(topo: &Topology, c: &ClusterSpec, proxy_backend: &str) -> St
             "runDir": "/run",
         }),
     )
-    .set("proxy", json!({ "backend": proxy_backend }));
+    .set("proxy", json!({ "backend": proxy_backend }))
+    // The same ClusterSetIP range in every cluster (issue 17).
+    .set("mcs", json!({ "clusterSetCIDRs": [CLUSTER_SET_CIDR] }));
     for rc in topo
         .clusters
         .iter()
