@@ -174,11 +174,18 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ValidatingA
 ALLOWED_ROLES = {
     ("ClusterRole", "sdn-tunnel-agent"): {("", "nodes"): {"get", "patch"}},
     ("Role", "sdn-tunnel-agent"): {("apps", "daemonsets"): {"get"}},
-    # Its own cluster's exported Services for the ClusterSetIPs (issue 17).
+    # Its own cluster's exported Services for the ClusterSetIPs, and the MCS objects the
+    # elected agent writes (issue 17).
     ("ClusterRole", "sdn-tunnel-agent-clusterset"): {
-        ("", "services"): {"list", "watch"},
+        ("", "services"): {"get", "list", "watch"},
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
         ("multicluster.x-k8s.io", "serviceexports"): {"list", "watch"},
+        ("multicluster.x-k8s.io", "serviceexports/status"): {"patch"},
+        ("multicluster.x-k8s.io", "serviceimports"): {"list", "create", "patch", "delete"},
+        ("multicluster.x-k8s.io", "serviceimports/status"): {"patch"},
+    },
+    ("Role", "sdn-tunnel-agent-lease"): {
+        ("coordination.k8s.io", "leases"): {"get", "update", "create"},
     },
     ("ClusterRole", "sdn-tunnel-remote-reader"): {
         ("", "nodes"): {"list", "watch"},
@@ -192,6 +199,7 @@ ALLOWED_ROLES = {
 # Any other rule carrying resourceNames (or any nonResourceURLs) is refused.
 NARROWED_RULES = {
     ("Role", "sdn-tunnel-agent"): {("apps", "daemonsets"): ["sdn-tunnel"]},
+    ("Role", "sdn-tunnel-agent-lease"): {("coordination.k8s.io", "leases"): ["sdn-tunnel-mcs"]},
 }
 # Every binding of ours: role -> the only subjects it may have.
 ALLOWED_BINDINGS = {
@@ -199,6 +207,8 @@ ALLOWED_BINDINGS = {
         (("ClusterRole", "sdn-tunnel-agent"), [("ServiceAccount", "sdn-tunnel", NAMESPACE)]),
     ("RoleBinding", "sdn-tunnel-agent"):
         (("Role", "sdn-tunnel-agent"), [("ServiceAccount", "sdn-tunnel", NAMESPACE)]),
+    ("RoleBinding", "sdn-tunnel-agent-lease"):
+        (("Role", "sdn-tunnel-agent-lease"), [("ServiceAccount", "sdn-tunnel", NAMESPACE)]),
     ("ClusterRoleBinding", "sdn-tunnel-agent-clusterset"):
         (("ClusterRole", "sdn-tunnel-agent-clusterset"),
          [("ServiceAccount", "sdn-tunnel", NAMESPACE)]),
@@ -271,7 +281,8 @@ for o in (x for x in yaml.safe_load_all(open(stream)) if x):
                         if narrowed.get((g, r)) != names:
                             errors.append(f"{where}: rules[{i}]: resourceNames {names} on "
                                           f"{g or 'core'}/{r} not reviewed (NARROWED_RULES)")
-            elif (kind, name) in NARROWED_RULES and any(
+            # `create` alone may stay un-narrowed: RBAC cannot name an object before it exists.
+            elif set(rule.get("verbs") or []) - {"create"} and (kind, name) in NARROWED_RULES and any(
                     (g, r) in NARROWED_RULES[(kind, name)]
                     for g in rule.get("apiGroups") or [] for r in rule.get("resources") or []):
                 errors.append(f"{where}: rules[{i}]: must be narrowed by resourceNames")

@@ -24,6 +24,8 @@ mod advertise;
 mod apply;
 mod kernel;
 mod key_watch;
+mod mcs_lease;
+mod mcs_writer;
 mod observe;
 pub mod proxy;
 mod remotes;
@@ -82,6 +84,17 @@ pub async fn run(cfg: Config) -> Result<()> {
     )
     .await;
 
+    if let Some(api) = mcs_writer::wanted(&cfg) {
+        tasks.spawn(
+            mcs_writer::McsController {
+                cfg: Arc::new(cfg.clone()),
+                api,
+                plans: pipeline.plans.clone(),
+                status: publish.mcs,
+            }
+            .run(),
+        );
+    }
     let key_changed = Arc::new(Notify::new());
     let mut own_cidrs = start_advertise(
         &cfg,
@@ -227,6 +240,8 @@ struct Pipeline {
     first_peers: usize,
     /// Where the main loop publishes peer liveness for the proxy.
     down_tx: watch::Sender<Arc<observe::DownPeers>>,
+    /// Every plan, for consumers started after the pipeline.
+    plans: watch::Receiver<Arc<remotes::Plan>>,
 }
 
 /// Sources -> planner -> one `Arc<Plan>` per change -> the reconcilers, each following the
@@ -289,13 +304,14 @@ async fn start_pipeline(
     };
     tasks.spawn(reconcile::run(
         applier,
-        plan_rx,
+        plan_rx.clone(),
         idle,
         health.beat("plan applier"),
     ));
     Pipeline {
         first_peers,
         down_tx,
+        plans: plan_rx,
     }
 }
 

@@ -50,7 +50,7 @@ pub struct Config {
 /// The Multi-Cluster Services API's ClusterSetIPs (issue 17): one VIP per exported
 /// (namespace, name), the same on every node of every cluster, load-balanced over the ready
 /// endpoints of every exporting cluster, local ones first.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct McsConfig {
     /// Where ClusterSetIPs come from, at most one CIDR per IP family; it must be the same in
@@ -64,6 +64,21 @@ pub struct McsConfig {
     /// together. Services not listed use every remote at once.
     #[serde(default)]
     pub failover_order: std::collections::BTreeMap<String, Vec<String>>,
+    /// With ClusterSetIPs on: one agent of the cluster (elected with a Lease) writes the
+    /// conditions of this cluster's ServiceExports and a ServiceImport per exported service
+    /// of the set. Off where another MCS implementation writes them.
+    #[serde(default = "default_true")]
+    pub controller: bool,
+}
+
+impl Default for McsConfig {
+    fn default() -> Self {
+        McsConfig {
+            cluster_set_cidrs: Vec::new(),
+            failover_order: Default::default(),
+            controller: true,
+        }
+    }
 }
 
 impl McsConfig {

@@ -66,6 +66,31 @@ pub struct ClusterSetStatus {
     /// Why ClusterSetIPs could not be allocated.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// The MCS controller of this cluster as this agent sees it (None: `mcs.controller` off
+    /// or no local API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<McsControllerStatus>,
+}
+
+/// The Lease-elected writer of ServiceExport conditions and ServiceImports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct McsControllerStatus {
+    /// The Lease `<namespace>/<name>`.
+    pub lease: String,
+    /// Its holder as last read (an agent's node name).
+    pub holder: Option<String>,
+    /// This agent holds it and writes.
+    pub leader: bool,
+    /// Unix seconds of the last complete write pass (leader only).
+    pub last_sync_unix: Option<u64>,
+    pub service_imports: usize,
+    /// ServiceExports whose conditions were written in the last pass (unchanged ones are not).
+    pub conditions_written: usize,
+    /// Why some objects could not be written (e.g. a namespace missing here), one line each.
+    #[serde(default)]
+    pub skipped: Vec<String>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

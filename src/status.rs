@@ -437,6 +437,31 @@ fn render_clusterset(s: &mut String, cs: &crate::control::ClusterSetStatus, now_
             );
         }
     }
+    if let Some(c) = &cs.controller {
+        let role = if c.leader {
+            format!(
+                "LEADER (lease {}): writes {} ServiceImport(s) and the exports' conditions{}",
+                c.lease,
+                c.service_imports,
+                c.last_sync_unix
+                    .map(|t| format!(", last pass {}", ago(now_unix.saturating_sub(t))))
+                    .unwrap_or_default()
+            )
+        } else {
+            format!(
+                "follower; {} holds lease {}",
+                c.holder.as_deref().unwrap_or("nobody"),
+                c.lease
+            )
+        };
+        let _ = writeln!(s, "  controller: {role}");
+        if let Some(e) = &c.last_error {
+            let _ = writeln!(s, "    error: {e}");
+        }
+        for k in &c.skipped {
+            let _ = writeln!(s, "    skipped {k}");
+        }
+    }
     for p in &cs.problems {
         let _ = writeln!(s, "  PROBLEM {p}");
     }
@@ -614,6 +639,11 @@ mod tests {
         let cs = ClusterSetStatus {
             local: None,
             problems: vec![],
+            controller: Some(crate::control::McsControllerStatus {
+                lease: "sdn-tunnel/sdn-tunnel-mcs".into(),
+                holder: Some("a2".into()),
+                ..Default::default()
+            }),
             services: vec![ClusterSetServiceStatus {
                 namespace: "default".into(),
                 name: "web".into(),
@@ -631,6 +661,10 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("CONFLICT PortConflict"), "{s}");
+        assert!(
+            s.contains("controller: follower; a2 holds lease sdn-tunnel/sdn-tunnel-mcs"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! (the control socket behind `status`, `/metrics`, `/readyz`) take one [`AgentFacts`] snapshot
 //! assembled from the latest value of every channel; none of them computes what a stage owns.
 
-use crate::control::{AdvertiseStatus, AgentFacts, ClusterSetStatus, ProxyStatus, RemoteStatus};
+use crate::control::{
+    AdvertiseStatus, AgentFacts, ClusterSetStatus, McsControllerStatus, ProxyStatus, RemoteStatus,
+};
 use crate::model::Rejected;
 use tokio::sync::watch;
 
@@ -33,6 +35,7 @@ pub struct StatusBoard {
     proxy: watch::Receiver<Option<ProxyStatus>>,
     advertisement: watch::Receiver<Option<AdvertiseStatus>>,
     dns: watch::Receiver<Option<DnsState>>,
+    mcs: watch::Receiver<Option<McsControllerStatus>>,
 }
 
 /// The write side, handed out one field per stage (each stage owns its sender).
@@ -41,6 +44,7 @@ pub struct Publishers {
     pub proxy: watch::Sender<Option<ProxyStatus>>,
     pub advertisement: watch::Sender<Option<AdvertiseStatus>>,
     pub dns: watch::Sender<Option<DnsState>>,
+    pub mcs: watch::Sender<Option<McsControllerStatus>>,
 }
 
 impl StatusBoard {
@@ -49,6 +53,7 @@ impl StatusBoard {
         let (proxy_tx, proxy) = watch::channel(None);
         let (adv_tx, advertisement) = watch::channel(None);
         let (dns_tx, dns) = watch::channel(None);
+        let (mcs_tx, mcs) = watch::channel(None);
         (
             StatusBoard {
                 identity,
@@ -56,12 +61,14 @@ impl StatusBoard {
                 proxy,
                 advertisement,
                 dns,
+                mcs,
             },
             Publishers {
                 plan: plan_tx,
                 proxy: proxy_tx,
                 advertisement: adv_tx,
                 dns: dns_tx,
+                mcs: mcs_tx,
             },
         )
     }
@@ -76,7 +83,10 @@ impl StatusBoard {
             started_at_unix: self.identity.started_at_unix,
             rejected: plan.rejected,
             remotes: plan.remotes,
-            clusterset: plan.clusterset,
+            clusterset: plan.clusterset.map(|mut c| {
+                c.controller = self.mcs.borrow().clone();
+                c
+            }),
             advertisement: self.advertisement.borrow().clone(),
             proxy: self.proxy.borrow().clone(),
             dns: self.dns.borrow().clone(),

@@ -13,7 +13,7 @@ use anyhow::{bail, ensure, Context, Result};
 use common::checks::Checks;
 use sdn_lab::realkube::workload::web_yaml;
 use sdn_lab::realkube::{KubeLabOptions, RealKube};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -82,6 +82,11 @@ fn main() {
             "ClusterSetIP: the same on every node, answered locally, by the remote cluster \
              while the local Deployment is scaled to zero, and by name in clusterset.local",
             || clusterset_ip(&rk),
+        );
+        c.run(
+            "MCS objects: one Lease holder per cluster; ServiceImports in every cluster; \
+             conflict, ExternalName and missing-Service conditions; unexport deletes the import",
+            || mcs_objects(&rk),
         );
         c.run(
             "kubectl rollout restart of the agents during a cross-cluster TCP stream",
@@ -302,7 +307,16 @@ fn can_i(
     resource: &str,
     ns: Option<&str>,
 ) -> Result<bool> {
+    // `<resource>#<subresource>`: kubectl takes the subresource as a flag (a `/` would be a
+    // resource name).
+    let (resource, sub) = match resource.split_once('#') {
+        Some((r, s)) => (r, Some(format!("--subresource={s}"))),
+        None => (resource, None),
+    };
     let mut args = vec!["auth", "can-i", verb, resource, "--as", who];
+    if let Some(sub) = &sub {
+        args.push(sub);
+    }
     if let Some(ns) = ns {
         args.extend(["-n", ns]);
     }
@@ -345,11 +359,69 @@ fn rbac(rk: &RealKube) -> Result<String> {
             true,
         ),
         (AGENT_SA, "create", "services", Some("default"), false),
+        (AGENT_SA, "get", "services", Some("default"), true),
         (
             AGENT_SA,
             "update",
             "serviceexports.multicluster.x-k8s.io",
             Some("default"),
+            false,
+        ),
+        // The elected writer: export conditions, ServiceImports, its Lease.
+        (
+            AGENT_SA,
+            "patch",
+            "serviceexports.multicluster.x-k8s.io#status",
+            Some("default"),
+            true,
+        ),
+        (
+            AGENT_SA,
+            "patch",
+            "serviceimports.multicluster.x-k8s.io#status",
+            Some("default"),
+            true,
+        ),
+        (
+            AGENT_SA,
+            "patch",
+            "serviceexports.multicluster.x-k8s.io",
+            Some("default"),
+            false,
+        ),
+        (
+            AGENT_SA,
+            "create",
+            "serviceimports.multicluster.x-k8s.io",
+            Some("default"),
+            true,
+        ),
+        (
+            AGENT_SA,
+            "delete",
+            "serviceimports.multicluster.x-k8s.io",
+            Some("default"),
+            true,
+        ),
+        (
+            AGENT_SA,
+            "update",
+            "leases.coordination.k8s.io/sdn-tunnel-mcs",
+            Some("sdn-tunnel"),
+            true,
+        ),
+        (
+            AGENT_SA,
+            "update",
+            "leases.coordination.k8s.io/other",
+            Some("sdn-tunnel"),
+            false,
+        ),
+        (
+            AGENT_SA,
+            "get",
+            "leases.coordination.k8s.io/sdn-tunnel-mcs",
+            Some("kube-system"),
             false,
         ),
         (AGENT_SA, "create", "pods", Some("sdn-tunnel"), false),
@@ -896,6 +968,214 @@ fn clusterset_ip(rk: &RealKube) -> Result<String> {
          {gap:.1} s (kubectl scale to a GET answered remotely, GETs through kubectl exec); \
          local again {back:.1} s after the rollout; {name} -> {ip}"
     ))
+}
+
+/// `kubectl get -o json` of one object, None if it does not exist.
+fn get_json(rk: &RealKube, cluster: &str, args: &[&str]) -> Result<Option<Value>> {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-o", "json", "--ignore-not-found"]);
+    let out = rk.kubectl(cluster).run(&a)?;
+    if out.trim().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::from_str(&out)?))
+}
+
+/// The (status, reason) of condition `type_` on ServiceExport `default/name` in `cluster`.
+fn export_condition(
+    rk: &RealKube,
+    cluster: &str,
+    name: &str,
+    type_: &str,
+) -> Result<Option<(String, String)>> {
+    let Some(e) = get_json(rk, cluster, &["-n", "default", "serviceexport", name])? else {
+        return Ok(None);
+    };
+    Ok(e["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        }))
+}
+
+fn mcs_objects(rk: &RealKube) -> Result<String> {
+    let mut notes = Vec::new();
+    let cls = clusters(rk);
+    // One holder per cluster, an agent of that cluster, and it says so in its status.
+    for cl in &cls {
+        let mut holder = String::new();
+        wait(
+            &format!("{cl}'s MCS lease held"),
+            Duration::from_secs(30),
+            || {
+                let l = get_json(rk, cl, &["-n", "sdn-tunnel", "lease", "sdn-tunnel-mcs"])?;
+                holder = l
+                    .as_ref()
+                    .and_then(|l| l["spec"]["holderIdentity"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(!holder.is_empty())
+            },
+        )?;
+        let nodes = nodes_of(rk, cl);
+        ensure!(
+            nodes.contains(&holder),
+            "{cl}'s lease held by {holder}, not one of {nodes:?}"
+        );
+        let mut leaders = Vec::new();
+        for n in &nodes {
+            let s = agent_status(rk, n)?;
+            if s["agent"]["clusterset"]["controller"]["leader"] == true {
+                leaders.push(n.clone());
+            }
+        }
+        ensure!(
+            leaders == [holder.clone()],
+            "{cl}: leaders by status {leaders:?}, lease holder {holder}"
+        );
+        notes.push(format!("{cl}: lease held by {holder}"));
+    }
+    // web is exported by both clusters: a ServiceImport in each, with the ClusterSetIP, and
+    // clean conditions on both exports.
+    let (a, _) = pair(rk);
+    let ip = clusterset_ip_at(rk, &a)?.context("web's ClusterSetIP")?;
+    for cl in &cls {
+        wait(
+            &format!("ServiceImport default/web in {cl}"),
+            Duration::from_secs(30),
+            || {
+                let Some(si) = get_json(rk, cl, &["-n", "default", "serviceimport", "web"])? else {
+                    return Ok(false);
+                };
+                let clusters: Vec<&str> = si["status"]["clusters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["cluster"].as_str())
+                    .collect();
+                Ok(si["spec"]["type"] == "ClusterSetIP"
+                    && si["spec"]["ips"] == json!([ip])
+                    && si["spec"]["ports"][0]["port"] == 80
+                    && clusters.len() == cls.len())
+            },
+        )?;
+        wait(
+            &format!("{cl}'s export of web is Valid, without conflict"),
+            Duration::from_secs(30),
+            || {
+                Ok(export_condition(rk, cl, "web", "Valid")?
+                    == Some(("True".into(), "Valid".into()))
+                    && export_condition(rk, cl, "web", "Conflict")?
+                        == Some(("False".into(), "NoConflicts".into())))
+            },
+        )?;
+    }
+    notes.push(format!(
+        "ServiceImport web ({ip}) in {} clusters, conditions Valid/NoConflicts",
+        cls.len()
+    ));
+    // A port conflict: the same name exported with different ports.
+    let t = Instant::now();
+    for (i, cl) in cls.iter().enumerate() {
+        rk.apply(
+            cl,
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: clash, namespace: default}}\n\
+                 spec: {{selector: {{app: web}}, ports: [{{name: http, port: {}, targetPort: 8080}}]}}\n\
+                 ---\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\n\
+                 metadata: {{name: clash, namespace: default}}\n",
+                80 + i
+            ),
+        )?;
+    }
+    for cl in &cls {
+        wait(
+            &format!("{cl}'s export of clash reports PortConflict"),
+            Duration::from_secs(30),
+            || {
+                Ok(export_condition(rk, cl, "clash", "Conflict")?
+                    == Some(("True".into(), "PortConflict".into())))
+            },
+        )?;
+    }
+    notes.push(format!(
+        "PortConflict on both exports within {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    // An ExternalName Service and an export without a Service are not valid.
+    let (c0, c1) = (&cls[0], &cls[1]);
+    rk.apply(
+        c0,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: outside, namespace: default}\n\
+         spec: {type: ExternalName, externalName: example.org}\n\
+         ---\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\n\
+         metadata: {name: outside, namespace: default}\n\
+         ---\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\n\
+         metadata: {name: nothing, namespace: default}\n",
+    )?;
+    wait(
+        "ExternalName and missing Service are Valid=False",
+        Duration::from_secs(30),
+        || {
+            Ok(export_condition(rk, c0, "outside", "Valid")?
+                == Some(("False".into(), "InvalidServiceType".into()))
+                && export_condition(rk, c0, "nothing", "Valid")?
+                    == Some(("False".into(), "NoService".into())))
+        },
+    )?;
+    notes.push("InvalidServiceType and NoService reported".into());
+    // Unexport clash in one cluster: its import stays (the other still exports); in both: gone
+    // from every cluster.
+    rk.kubectl(c0)
+        .run(&["-n", "default", "delete", "serviceexport", "clash"])?;
+    wait(
+        "clash no longer in conflict",
+        Duration::from_secs(30),
+        || {
+            Ok(export_condition(rk, c1, "clash", "Conflict")?
+                == Some(("False".into(), "NoConflicts".into())))
+        },
+    )?;
+    for cl in &cls {
+        ensure!(
+            get_json(rk, cl, &["-n", "default", "serviceimport", "clash"])?.is_some(),
+            "{cl}: ServiceImport clash gone while {c1} still exports it"
+        );
+    }
+    let t = Instant::now();
+    rk.kubectl(c1)
+        .run(&["-n", "default", "delete", "serviceexport", "clash"])?;
+    for cl in &cls {
+        wait(
+            &format!("ServiceImport clash deleted in {cl}"),
+            Duration::from_secs(30),
+            || Ok(get_json(rk, cl, &["-n", "default", "serviceimport", "clash"])?.is_none()),
+        )?;
+    }
+    notes.push(format!(
+        "last unexport -> ServiceImport gone from {} clusters in {:.1} s",
+        cls.len(),
+        t.elapsed().as_secs_f64()
+    ));
+    for (cl, what) in [
+        (c0, "service/outside"),
+        (c0, "serviceexport/outside"),
+        (c0, "serviceexport/nothing"),
+    ] {
+        rk.kubectl(cl).run(&["-n", "default", "delete", what])?;
+    }
+    for cl in &cls {
+        rk.kubectl(cl)
+            .run(&["-n", "default", "delete", "service", "clash"])?;
+    }
+    Ok(notes.join("; "))
 }
 
 fn rollout_restart_during_stream(rk: &RealKube) -> Result<String> {

@@ -97,6 +97,8 @@ fn clusterset_status(plan: &Plan) -> crate::control::ClusterSetStatus {
     ClusterSetStatus {
         local: plan.local.clone(),
         problems: plan.clusterset_problems.clone(),
+        // The status board adds the controller's own status.
+        controller: None,
         services: plan
             .clusterset
             .iter()

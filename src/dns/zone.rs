@@ -1117,6 +1117,7 @@ mod tests {
                 "fd00:250::/64".parse().unwrap(),
             ],
             failover_order: Default::default(),
+            ..Default::default()
         };
         let (cs, problems) = cs_build(
             &cfg,

@@ -8,7 +8,7 @@
 //! exported keys and use the same `mcs.clusterSetCIDRs`: nothing is agreed over the network.
 
 use super::clusterset_ip::{self, AllocError};
-use super::conflict::{self, Export, ImportType, MergedPort, Port, SessionAffinity};
+use super::conflict::{self, Condition, Export, ImportType, MergedPort, Port, SessionAffinity};
 use super::ServiceKey;
 use crate::config::McsConfig;
 use crate::model::{Endpoint, Protocol, RemoteService, ServicePort};
@@ -49,6 +49,14 @@ pub struct ClusterSetService {
     pub members: Vec<Member>,
     /// KEP-1645 conflict reasons (`PortConflict`, ...); empty without one.
     pub conflicts: Vec<&'static str>,
+    /// Every cluster that exports it, of either type, sorted.
+    pub exported_by: Vec<String>,
+    /// The `Valid` and `Conflict` conditions each of its ServiceExports gets.
+    #[serde(skip)]
+    pub conditions: Vec<Condition>,
+    /// `sessionAffinity` as the ServiceImport carries it.
+    #[serde(skip)]
+    pub session_affinity: SessionAffinity,
 }
 
 impl ClusterSetService {
@@ -102,6 +110,10 @@ pub fn build(
             })
             .collect();
         members.sort_by(|a, b| (a.tier, &a.cluster).cmp(&(b.tier, &b.cluster)));
+        let mut exported_by: Vec<String> =
+            exports.iter().map(|(c, _)| c.cluster.to_string()).collect();
+        exported_by.sort();
+        let conditions = d.conditions.values().next().cloned().unwrap_or_default();
         out.push(ClusterSetService {
             namespace: key.namespace.clone(),
             name: key.name.clone(),
@@ -116,6 +128,9 @@ pub fn build(
             },
             members,
             conflicts: d.conflicts,
+            exported_by,
+            conditions,
+            session_affinity: d.session_affinity,
         });
     }
     let problems = assign_ips(cfg, &mut out);

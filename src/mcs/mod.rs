@@ -12,6 +12,8 @@
 pub mod clusterset;
 pub mod clusterset_ip;
 pub mod conflict;
+pub mod lease_rules;
+pub mod objects;
 
 use std::fmt;
 

@@ -393,6 +393,9 @@ mod tests {
             affinity_timeout: None,
             members,
             conflicts: vec![],
+            exported_by: vec![],
+            conditions: vec![],
+            session_affinity: crate::mcs::conflict::SessionAffinity::None,
         }
     }
 

@@ -56,6 +56,7 @@ fn mcs(cidrs: &[&str]) -> McsConfig {
     McsConfig {
         cluster_set_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
         failover_order: BTreeMap::new(),
+        ..Default::default()
     }
 }
 
