@@ -24,7 +24,7 @@ mod advertise;
 mod apply;
 mod kernel;
 mod key_watch;
-mod mcs_lease;
+pub mod mcs_lease;
 mod mcs_writer;
 mod observe;
 pub mod proxy;

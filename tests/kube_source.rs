@@ -753,3 +753,74 @@ async fn a_changed_kubeconfig_is_followed_without_a_restart() {
     .await;
     assert!(v.health.synced && v.health.stale_since_unix.is_none());
 }
+
+/// The MCS controller's Lease election against a real API server (its optimistic concurrency
+/// is what makes a single holder): of two contenders exactly one holds the Lease; when it
+/// stops renewing, the other takes over once the Lease has expired.
+#[tokio::test]
+#[ignore = "needs a real cluster: KUBECONFIG=... cargo test --test kube_source -- --ignored"]
+async fn real_one_lease_holder_and_takeover() {
+    use sdn_tunnel::agent::mcs_lease::{Leadership, LeaseLoop, DURATION_S};
+    let c = Cluster::real("lease");
+    let name = c.name("lease");
+    let mut loops = Vec::new();
+    for me in ["x", "y"] {
+        let (tx, rx) = watch::channel(Leadership::default());
+        let l = LeaseLoop {
+            client: c.client().await,
+            namespace: "default".into(),
+            name: name.clone(),
+            me: me.into(),
+        };
+        loops.push((me, tokio::spawn(l.run(tx)), rx));
+    }
+    let leaders = |loops: &Vec<(
+        &str,
+        tokio::task::JoinHandle<()>,
+        watch::Receiver<Leadership>,
+    )>| {
+        loops
+            .iter()
+            .filter(|(_, _, rx)| rx.borrow().leader)
+            .map(|(me, _, _)| me.to_string())
+            .collect::<Vec<_>>()
+    };
+    let t = Instant::now();
+    while leaders(&loops).len() != 1 {
+        assert!(
+            t.elapsed() < WAIT,
+            "no single leader: {:?}",
+            leaders(&loops)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Several rounds later still one.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let first = leaders(&loops);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let i = loops.iter().position(|(me, _, _)| *me == first[0]).unwrap();
+    let (_, task, _) = loops.remove(i);
+    task.abort();
+    let t = Instant::now();
+    let (other, _, rx) = &loops[0];
+    while !rx.borrow().leader {
+        assert!(
+            t.elapsed() < Duration::from_secs(DURATION_S as u64 + 15),
+            "{other} did not take over"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "{other} took over {:.1} s after {} stopped (lease {DURATION_S} s)",
+        t.elapsed().as_secs_f64(),
+        first[0]
+    );
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(c.client().await, "default");
+    let lease = api.get(&name).await.unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some(*other));
+    assert_eq!(spec.lease_transitions, Some(1));
+    loops[0].1.abort();
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}

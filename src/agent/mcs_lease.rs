@@ -31,6 +31,8 @@ pub struct Leadership {
 pub struct LeaseLoop {
     pub client: Client,
     pub namespace: String,
+    /// The Lease's name ([`LEASE_NAME`] in the agent).
+    pub name: String,
     /// This agent's identity: its node name (unique in the cluster).
     pub me: String,
 }
@@ -89,12 +91,12 @@ impl LeaseLoop {
     }
 
     pub fn lease(&self) -> String {
-        format!("{}/{LEASE_NAME}", self.namespace)
+        format!("{}/{}", self.namespace, self.name)
     }
 
     /// One read and at most one write.
     async fn round(&self, api: &Api<Lease>, now: i64) -> Result<Leadership, kube::Error> {
-        let current = api.get_opt(LEASE_NAME).await?;
+        let current = api.get_opt(&self.name).await?;
         let held = current.as_ref().map(held);
         match lease_rules::decide(held.as_ref(), &self.me, now) {
             Decision::Follow { holder } => Ok(Leadership {
@@ -104,7 +106,7 @@ impl LeaseLoop {
             Decision::Create => {
                 let lease = Lease {
                     metadata: ObjectMeta {
-                        name: Some(LEASE_NAME.into()),
+                        name: Some(self.name.clone()),
                         namespace: Some(self.namespace.clone()),
                         ..Default::default()
                     },
@@ -128,7 +130,7 @@ impl LeaseLoop {
                 });
                 // resourceVersion as read: a concurrent writer makes this fail with 409.
                 self.write(
-                    api.replace(LEASE_NAME, &PostParams::default(), &lease)
+                    api.replace(&self.name, &PostParams::default(), &lease)
                         .await,
                 )
             }

@@ -13,7 +13,7 @@
 //! local exports and every remote have synced since start: before that, an export not seen
 //! yet would delete a ServiceImport.
 
-use super::mcs_lease::{Leadership, LeaseLoop};
+use super::mcs_lease::{Leadership, LeaseLoop, LEASE_NAME};
 use super::remotes::Plan;
 use crate::config::Config;
 use crate::control::McsControllerStatus;
@@ -61,6 +61,7 @@ impl McsController {
         let lease = LeaseLoop {
             client: client.clone(),
             namespace: namespace.clone(),
+            name: LEASE_NAME.into(),
             me: self.cfg.node_name().to_string(),
         };
         self.status.send_replace(Some(McsControllerStatus {

@@ -56,6 +56,7 @@ pub fn render(input: &RenderInput<'_>) -> String {
     drops(&mut reg, s);
     remotes(&mut reg, input);
     proxy(&mut reg, input);
+    clusterset(&mut reg, s);
     dns(&mut reg, s);
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -338,6 +339,55 @@ fn proxy(reg: &mut Registry, input: &RenderInput<'_>) {
     );
 }
 
+/// ClusterSetIPs (`mcs.clusterSetCIDRs`): only with them on.
+fn clusterset(reg: &mut Registry, s: &AgentStatus) {
+    let Some(cs) = &s.clusterset else { return };
+    gauge(
+        reg,
+        "clusterset_services",
+        "Exported services of the cluster set this node serves (ClusterSetIPs and headless).",
+        cs.services.len() as f64,
+    );
+    let remote = cs
+        .services
+        .iter()
+        .filter(|svc| {
+            let serving = svc
+                .members
+                .iter()
+                .filter(|m| m.ready > 0)
+                .map(|m| m.tier)
+                .min();
+            svc.members.iter().any(|m| m.local) && serving.is_some_and(|t| t > 0)
+        })
+        .count();
+    gauge(
+        reg,
+        "clusterset_services_failed_over",
+        "Services exported by this cluster too whose new connections go to another cluster: \
+         no local endpoint is ready.",
+        remote as f64,
+    );
+    gauge(
+        reg,
+        "clusterset_conflicts",
+        "Exported services whose exports conflict across clusters (KEP-1645 resolution applied).",
+        cs.services
+            .iter()
+            .filter(|s| !s.conflicts.is_empty())
+            .count() as f64,
+    );
+    if let Some(c) = &cs.controller {
+        gauge(
+            reg,
+            "mcs_controller_leader",
+            "1 if this agent holds the MCS controller Lease and writes ServiceImports and \
+             ServiceExport conditions.",
+            if c.leader { 1.0 } else { 0.0 },
+        );
+    }
+}
+
 fn dns(reg: &mut Registry, s: &AgentStatus) {
     let Some(d) = &s.dns else { return };
     let q = &d.queries;
@@ -415,6 +465,32 @@ mod tests {
     fn status() -> AgentStatus {
         let mut s = AgentStatus {
             started_at_unix: 1000,
+            clusterset: Some(crate::control::ClusterSetStatus {
+                services: vec![crate::control::ClusterSetServiceStatus {
+                    members: vec![
+                        crate::control::ClusterSetMemberStatus {
+                            cluster: "east".into(),
+                            local: true,
+                            tier: 0,
+                            endpoints: 1,
+                            ready: 0,
+                        },
+                        crate::control::ClusterSetMemberStatus {
+                            cluster: "west".into(),
+                            local: false,
+                            tier: 1,
+                            endpoints: 1,
+                            ready: 1,
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                controller: Some(crate::control::McsControllerStatus {
+                    leader: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         s.peers.push(PeerStatus {
@@ -527,6 +603,10 @@ mod tests {
             r#"sdn_tunnel_remote_services_not_exported{remote="west"} 3.0"#,
             r#"sdn_tunnel_remote_export_api_served{remote="west"} 1.0"#,
             r#"sdn_tunnel_proxy_virtual_services 7.0"#,
+            r#"sdn_tunnel_clusterset_services 1.0"#,
+            r#"sdn_tunnel_clusterset_services_failed_over 1.0"#,
+            r#"sdn_tunnel_clusterset_conflicts 0.0"#,
+            r#"sdn_tunnel_mcs_controller_leader 1.0"#,
             r#"sdn_tunnel_proxy_sync_duration_seconds_count 1"#,
             r#"sdn_tunnel_ready 1.0"#,
         ] {
