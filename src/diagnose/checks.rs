@@ -95,6 +95,7 @@ pub fn all(f: &Facts) -> Vec<Check> {
         cidr_overlaps(f),
     ];
     out.extend(remotes(f));
+    out.push(clusterset(f));
     out.extend(peers(f));
     out.push(udp_port(f));
     out.push(http(f));
@@ -906,6 +907,86 @@ pub fn remotes(f: &Facts) -> Vec<Check> {
         .collect()
 }
 
+/// ClusterSetIPs (`mcs.clusterSetCIDRs`): the local exports are watched and synced, the VIPs
+/// could be allocated, and (with the controller) some agent of the cluster writes the MCS
+/// objects.
+pub fn clusterset(f: &Facts) -> Check {
+    const NAME: &str = "clusterset";
+    let a = match &f.agent {
+        Ok(a) => a,
+        Err(_) => return Check::skip(NAME, "agent not running"),
+    };
+    let Some(cs) = &a.clusterset else {
+        return Check::skip(NAME, "ClusterSetIPs off (mcs.clusterSetCIDRs empty)");
+    };
+    let docs = "docs/troubleshooting.md, A ClusterSetIP does not answer";
+    if let Some(p) = cs.problems.first() {
+        return Check::fail(
+            NAME,
+            p.clone(),
+            "a larger mcs.clusterSetCIDRs (the same in every cluster)",
+        );
+    }
+    let Some(local) = &cs.local else {
+        return Check::warn(
+            NAME,
+            "the local cluster's exports are not watched (no local API): this cluster's pods \
+             are not behind its ClusterSetIPs",
+            "set cluster.kubeconfig or $KUBECONFIG, or run the agent in a pod",
+        );
+    };
+    if let Some(e) = &local.last_error {
+        return Check::fail(
+            NAME,
+            format!("local exports: {e}"),
+            format!("re-apply deploy/base (rbac-clusterset.yaml); {docs}"),
+        );
+    }
+    if !local.synced {
+        return Check::fail(NAME, "local exports not synced yet", docs);
+    }
+    let mut detail = format!(
+        "{} exported service(s), {} exported here",
+        cs.services.len(),
+        local.services
+    );
+    if let Some(c) = &cs.controller {
+        match (&c.holder, c.leader) {
+            (_, true) => detail += "; this agent writes the MCS objects",
+            (Some(h), false) => detail += &format!("; {h} writes the MCS objects"),
+            (None, false) => {
+                return Check::warn(
+                    NAME,
+                    format!(
+                        "{detail}; nobody holds the MCS controller lease ({})",
+                        c.lease
+                    ),
+                    "check the agents' logs for `MCS controller lease` errors (RBAC: the Role \
+                     sdn-tunnel-agent-lease)",
+                )
+            }
+        }
+        if let Some(e) = &c.last_error {
+            return Check::warn(NAME, format!("{detail}; last write failed: {e}"), docs);
+        }
+    }
+    let conflicts: Vec<String> = cs
+        .services
+        .iter()
+        .filter(|s| !s.conflicts.is_empty())
+        .map(|s| format!("{}/{} {}", s.namespace, s.name, s.conflicts.join(",")))
+        .collect();
+    if !conflicts.is_empty() {
+        return Check::warn(
+            NAME,
+            format!("{detail}; conflicts: {}", conflicts.join("; ")),
+            "make the exporting clusters' Services agree (kubectl get serviceexport -o yaml shows \
+             the Conflict condition's message)",
+        );
+    }
+    Check::ok(NAME, detail)
+}
+
 pub fn peers(f: &Facts) -> Vec<Check> {
     const NAME: &str = "peers";
     let a = match &f.agent {
@@ -1234,6 +1315,50 @@ mod tests {
 
     fn agent_mut(f: &mut Facts) -> &mut AgentStatus {
         f.agent.as_mut().unwrap()
+    }
+
+    #[test]
+    fn clusterset_is_judged_by_its_local_source_controller_and_conflicts() {
+        use crate::control::{ClusterSetServiceStatus, ClusterSetStatus, McsControllerStatus};
+        let mut f = healthy();
+        assert_eq!(clusterset(&f).status, Status::Skip);
+        agent_mut(&mut f).clusterset = Some(ClusterSetStatus::default());
+        let c = clusterset(&f);
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.detail.contains("not watched"), "{c:?}");
+        let local = crate::control::RemoteStatus {
+            name: "east".into(),
+            source: crate::source::SourceKind::Kube,
+            synced: true,
+            last_sync_unix: None,
+            stale_since_unix: None,
+            last_error: None,
+            nodes: 0,
+            peers: 0,
+            services: 1,
+            endpoints: 2,
+            rejected: vec![],
+            limits_hit: vec![],
+            import: None,
+        };
+        agent_mut(&mut f).clusterset = Some(ClusterSetStatus {
+            local: Some(local.clone()),
+            services: vec![ClusterSetServiceStatus::default()],
+            controller: Some(McsControllerStatus {
+                holder: Some("a2".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let c = clusterset(&f);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(c.detail.contains("a2 writes the MCS objects"), "{c:?}");
+        let cs = agent_mut(&mut f).clusterset.as_mut().unwrap();
+        cs.services[0].conflicts = vec!["PortConflict".into()];
+        assert_eq!(clusterset(&f).status, Status::Warn);
+        let cs = agent_mut(&mut f).clusterset.as_mut().unwrap();
+        cs.problems = vec!["mcs.clusterSetCIDRs: too small".into()];
+        assert_eq!(clusterset(&f).status, Status::Fail);
     }
 
     #[test]
