@@ -29,6 +29,7 @@ fn clusterset_ip_is_local_first_then_fails_over_in_order() {
         bin: Some(env!("CARGO_BIN_EXE_sdn-tunnel").into()),
         clusters: 3,
         nodes_per_cluster: 2,
+        pods_per_node: 2,
         ..LabOptions::default()
     })
     .expect("lab up");
@@ -53,6 +54,21 @@ fn clusterset_ip_is_local_first_then_fails_over_in_order() {
         api.apply(gen::service_export("default", "web")).unwrap();
         eprintln!("{cluster}: exports default/web ({i})");
     }
+    // A headless service exported by east and west: DNS answers every cluster's endpoints.
+    for (cluster, node) in [("east", "a1"), ("west", "b2")] {
+        let api = &kl.apis[cluster];
+        api.apply(gen::service("default", "db", &[], &port))
+            .unwrap();
+        api.apply(gen::endpoint_slice(
+            "default",
+            "db",
+            "db-1",
+            &[gen::Endpoint::ready(&lab.pod_ip(node, 1).to_string(), node)],
+            &port,
+        ))
+        .unwrap();
+        api.apply(gen::service_export("default", "db")).unwrap();
+    }
     kl.start_agents(
         |n| {
             let mut extra = json!({"mcs": {
@@ -71,7 +87,10 @@ fn clusterset_ip_is_local_first_then_fails_over_in_order() {
     // Every agent of every cluster agrees on the ClusterSetIP.
     let ip_of = |node: &str| -> Option<String> {
         let s = kl.try_status(node)?;
-        let svc = &s["agent"]["clusterset"]["services"][0];
+        let svc = s["agent"]["clusterset"]["services"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == "web")?;
         (svc["members"].as_array()?.len() == 3).then(|| svc["ips"][0].as_str().map(String::from))?
     };
     kl.wait("every agent sees web exported by 3 clusters", WAIT, || {
@@ -89,7 +108,13 @@ fn clusterset_ip_is_local_first_then_fails_over_in_order() {
     let s = kl.status("a1");
     let cs = &s["agent"]["clusterset"];
     assert_eq!(cs["local"]["synced"], true, "{cs}");
-    let tiers: Vec<(String, u64)> = cs["services"][0]["members"]
+    let web = cs["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "web")
+        .unwrap();
+    let tiers: Vec<(String, u64)> = web["members"]
         .as_array()
         .unwrap()
         .iter()
@@ -113,20 +138,58 @@ fn clusterset_ip_is_local_first_then_fails_over_in_order() {
     );
 
     if common::require_program("dig") {
-        let out = lab.exec(
-            &lab.node_ns("a1"),
-            &[
-                "dig",
-                "@127.0.0.1",
-                "-p",
-                "10053",
-                "+short",
-                "+time=2",
-                "web.default.svc.clusterset.local",
-                "A",
-            ],
+        let dig = |name: &str, t: &str| {
+            let out = lab.exec(
+                &lab.node_ns("a1"),
+                &[
+                    "dig",
+                    "@127.0.0.1",
+                    "-p",
+                    "10053",
+                    "+short",
+                    "+time=2",
+                    name,
+                    t,
+                ],
+            );
+            let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(String::from)
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(dig("web.default.svc.clusterset.local", "A"), [ip.clone()]);
+        assert_eq!(
+            dig("_http._tcp.web.default.svc.clusterset.local", "SRV"),
+            ["0 100 80 web.default.svc.clusterset.local."]
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ip);
+        // Headless: the ready endpoints of east (ours) and west, each also by name.
+        let (a1, b2) = (
+            lab.pod_ip("a1", 1).to_string(),
+            lab.pod_ip("b2", 1).to_string(),
+        );
+        let mut both = vec![a1.clone(), b2.clone()];
+        both.sort();
+        assert_eq!(dig("db.default.svc.clusterset.local", "A"), both);
+        let dashed = b2.replace('.', "-");
+        assert_eq!(
+            dig(
+                &format!("{dashed}.west.db.default.svc.clusterset.local"),
+                "A"
+            ),
+            [b2.clone()]
+        );
+        assert_eq!(
+            dig("_http._tcp.db.default.svc.clusterset.local", "SRV").len(),
+            2
+        );
+        // The per-cluster name still answers that cluster's own ClusterIP.
+        let west_vip = lab.topology().cluster("west").unwrap().service_cidr.nth(10);
+        assert_eq!(
+            dig("web.default.svc.cluster.west", "A"),
+            [west_vip.to_string()]
+        );
     }
 
     let pod = lab.pod_ns("a1", 0);

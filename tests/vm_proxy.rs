@@ -8,7 +8,9 @@
 //! backends (by their replies); a removed endpoint drains (weight 0, its open connection keeps
 //! working, no new ones, deleted after); the node itself reaches the ClusterIP (source NAT);
 //! an empty service refuses at once; a restarted agent
-//! (after SIGKILL) adopts IPVS without changing anything.
+//! (after SIGKILL) adopts IPVS without changing anything; a ClusterSetIP (east and west both
+//! export `web`) is served by east's own pod (weight 1, west's weight 0, `Standby`) and by
+//! west's pods once east's is not ready.
 //!
 //! The agents run from inside the agent image (the Dockerfile's runtime stage, built by
 //! scripts/lab-images.sh on this machine before the VM boots, unpacked under target/): IPVS,
@@ -148,13 +150,28 @@ fn remote_cluster_ip_through_ipvs() {
         &port,
     ))
     .unwrap();
+    // East exports `web` too, served by a pod of a2: with ClusterSetIPs on, one VIP over both.
+    let local_name = serve(&kl, "a2", 0, 8080);
+    let east = &kl.apis["east"];
+    let east_svc = kl.lab.topology().cluster("east").unwrap().service_cidr;
+    east.apply(gen::service(
+        "default",
+        "web",
+        &[&east_svc.nth(10).to_string()],
+        &port,
+    ))
+    .unwrap();
+    east.apply(slice(&kl, &[("a2", 0)])).unwrap();
+    east.apply(gen::service_export("default", "web")).unwrap();
 
     kl.start_agents(
         |n| {
+            let mcs = serde_json::json!({"clusterSetCIDRs": ["10.255.0.0/24"]});
             if n.starts_with('a') {
-                serde_json::json!({"proxy": {"backend": "ipvs", "drainTimeoutSeconds": 15}})
+                serde_json::json!({"proxy": {"backend": "ipvs", "drainTimeoutSeconds": 15},
+                                   "mcs": mcs})
             } else {
-                serde_json::Value::Null
+                serde_json::json!({ "mcs": mcs })
             }
         },
         LONG,
@@ -168,9 +185,10 @@ fn remote_cluster_ip_through_ipvs() {
         root.ends_with(rootfs.strip_prefix("/").unwrap()),
         "agent root {root:?}"
     );
-    kl.wait("a1 programs 2 virtual services", LONG, || {
+    // west's web and empty, and their ClusterSetIPs (every exported service has one).
+    kl.wait("a1 programs 4 virtual services", LONG, || {
         kl.try_status("a1")
-            .is_some_and(|s| s["agent"]["proxy"]["virtualServices"] == 2)
+            .is_some_and(|s| s["agent"]["proxy"]["virtualServices"] == 4)
     });
 
     // 1. Our status prints exactly what the real ipvsadm prints.
@@ -275,4 +293,68 @@ fn remote_cluster_ip_through_ipvs() {
     kl.wait("traffic after restart", LONG, || {
         hello(&kl, "a1", vip).is_ok()
     });
+
+    // 6. The ClusterSetIP: east's own pod first (weight 1), west's on standby (weight 0);
+    // when east's pod is not ready, west's take the new connections.
+    let s = kl.status("a1");
+    let cs_ip = s["agent"]["clusterset"]["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "web")
+        .and_then(|v| v["ips"][0].as_str())
+        .unwrap_or_else(|| panic!("no ClusterSetIP for web: {s}"))
+        .to_string();
+    let cs_vip = SocketAddr::new(cs_ip.parse().unwrap(), 80);
+    let local = SocketAddr::new(kl.lab.pod_ip("a2", 0).into(), 8080);
+    let remote: Vec<SocketAddr> = rest
+        .iter()
+        .map(|(n, p)| SocketAddr::new(kl.lab.pod_ip(n, *p).into(), 8080))
+        .collect();
+    let weights = |text: &str| -> (Option<u32>, Vec<Option<u32>>) {
+        (
+            dest_line(text, cs_vip, local).map(|d| d.0),
+            remote
+                .iter()
+                .map(|r| dest_line(text, cs_vip, *r).map(|d| d.0))
+                .collect(),
+        )
+    };
+    kl.wait("local weight 1, remote 0", LONG, || {
+        weights(&ipvsadm(&kl, "a1")) == (Some(1), vec![Some(0); remote.len()])
+    });
+    for _ in 0..4 {
+        let (who, _) = hello(&kl, "a1", cs_vip)
+            .unwrap_or_else(|e| panic!("connect {cs_vip}: {e}\n{}", kl.logs()));
+        assert_eq!(who, local_name, "the local pod first");
+    }
+    let t = Instant::now();
+    east.apply(gen::endpoint_slice(
+        "default",
+        "web",
+        "web-1",
+        &[gen::Endpoint {
+            ready: false,
+            serving: false,
+            ..gen::Endpoint::ready(&local.ip().to_string(), "a2")
+        }],
+        &port,
+    ))
+    .unwrap();
+    kl.wait("local weight 0, remote 1", LONG, || {
+        weights(&ipvsadm(&kl, "a1")) == (Some(0), vec![Some(1); remote.len()])
+    });
+    eprintln!(
+        "failover to west's pods in IPVS {:.2} s after the endpoint change",
+        t.elapsed().as_secs_f64()
+    );
+    for _ in 0..4 {
+        let (who, _) = hello(&kl, "a1", cs_vip).unwrap();
+        assert_ne!(
+            who, local_name,
+            "a not-ready local pod got a new connection"
+        );
+    }
+    // Our status still prints what ipvsadm does (connection counters aside: they move).
+    assert_eq!(strip(&our_ipvs_text(&kl, "a1")), strip(&ipvsadm(&kl, "a1")));
 }
