@@ -159,7 +159,7 @@ fn clusterset_ip_is_local_first_then_fails_over_in_order() {
             v.sort();
             v
         };
-        assert_eq!(dig("web.default.svc.clusterset.local", "A"), [ip.clone()]);
+        assert_eq!(dig("web.default.svc.clusterset.local", "A"), [ip.as_str()]);
         assert_eq!(
             dig("_http._tcp.web.default.svc.clusterset.local", "SRV"),
             ["0 100 80 web.default.svc.clusterset.local."]
@@ -178,7 +178,7 @@ fn clusterset_ip_is_local_first_then_fails_over_in_order() {
                 &format!("{dashed}.west.db.default.svc.clusterset.local"),
                 "A"
             ),
-            [b2.clone()]
+            [b2.as_str()]
         );
         assert_eq!(
             dig("_http._tcp.db.default.svc.clusterset.local", "SRV").len(),

@@ -296,15 +296,20 @@ fn remote_cluster_ip_through_ipvs() {
 
     // 6. The ClusterSetIP: east's own pod first (weight 1), west's on standby (weight 0);
     // when east's pod is not ready, west's take the new connections.
-    let s = kl.status("a1");
-    let cs_ip = s["agent"]["clusterset"]["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|v| v["name"] == "web")
-        .and_then(|v| v["ips"][0].as_str())
-        .unwrap_or_else(|| panic!("no ClusterSetIP for web: {s}"))
-        .to_string();
+    // (Just restarted: the sources sync again first; IPVS kept everything meanwhile.)
+    let web_ip = || -> Option<String> {
+        let s = kl.try_status("a1")?;
+        s["agent"]["clusterset"]["services"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == "web")
+            .and_then(|v| v["ips"][0].as_str())
+            .map(String::from)
+    };
+    kl.wait("a1 knows web's ClusterSetIP again", LONG, || {
+        web_ip().is_some()
+    });
+    let cs_ip = web_ip().unwrap();
     let cs_vip = SocketAddr::new(cs_ip.parse().unwrap(), 80);
     let local = SocketAddr::new(kl.lab.pod_ip("a2", 0).into(), 8080);
     let remote: Vec<SocketAddr> = rest

@@ -168,7 +168,11 @@ impl<B: ServiceBackend + Send> Reconciler for ProxyReconciler<B> {
             self.force = true;
             self.backend.resync();
         }
-        let desired = Arc::new(desired(plan, down));
+        // A partial clusterset (a source not synced since start) would take backends away
+        // from ClusterSetIPs the kernel already holds: wait for it, as long as nftables waits.
+        let clusterset =
+            plan.clusterset_complete || self.started_at.elapsed() >= NFT_FIRST_SYNC_WAIT;
+        let desired = Arc::new(desired(plan, down, clusterset));
         let changed = self.last.as_ref() != Some(&desired);
         if !self.force && !self.backend.has_draining() && !changed {
             // The kernel already holds what these changes lead to.
@@ -224,16 +228,19 @@ impl<B: ServiceBackend + Send> Reconciler for ProxyReconciler<B> {
     }
 }
 
-/// O(endpoints): one hash lookup per endpoint in the published down set.
-fn desired(plan: &Plan, down_peers: &DownPeers) -> Vec<VirtualService> {
+/// O(endpoints): one hash lookup per endpoint in the published down set. ClusterSetIPs only
+/// with `clusterset`.
+fn desired(plan: &Plan, down_peers: &DownPeers, clusterset: bool) -> Vec<VirtualService> {
     let down = |remote: &str, node: &str| {
         down_peers
             .get(remote)
             .is_some_and(|nodes| nodes.contains(node))
     };
     let mut out = virtual_services(&plan.desired.services, &down);
-    // Remote ClusterIPs and ClusterSetIPs never share an address (validated CIDRs).
-    out.extend(clusterset_virtual_services(&plan.clusterset, &down));
+    if clusterset {
+        // Remote ClusterIPs and ClusterSetIPs never share an address (validated CIDRs).
+        out.extend(clusterset_virtual_services(&plan.clusterset, &down));
+    }
     out.sort_by_key(|v| (v.vip, v.protocol));
     out
 }

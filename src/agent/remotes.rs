@@ -36,6 +36,10 @@ pub struct Plan {
     pub clusterset: Vec<ClusterSetService>,
     /// Why ClusterSetIPs could not be allocated, one line each.
     pub clusterset_problems: Vec<String>,
+    /// Every source (the local exports and each remote) has synced since start: the
+    /// clusterset is complete. Until then its endpoints and even its VIPs may be partial, and
+    /// what the kernel holds for it is better left alone.
+    pub clusterset_complete: bool,
     /// The local cluster's exports source (None: ClusterSetIPs off, or no local API).
     pub local: Option<RemoteStatus>,
 }
@@ -115,10 +119,9 @@ impl Remotes {
             Default::default()
         };
         let mut protected = self.unsynced_service_cidrs(cfg);
-        if cfg.mcs.enabled()
-            && (local.as_ref().is_some_and(|v| !v.health.synced)
-                || views.iter().any(|v| !v.health.synced))
-        {
+        let clusterset_complete =
+            local.as_ref().is_none_or(|v| v.health.synced) && views.iter().all(|v| v.health.synced);
+        if cfg.mcs.enabled() && !clusterset_complete {
             // Who exports what is not known yet: ClusterSetIPs could move or vanish.
             protected.extend(cfg.mcs.cluster_set_cidrs.iter().copied());
         }
@@ -131,6 +134,7 @@ impl Remotes {
             changed_at: self.change_times(),
             clusterset,
             clusterset_problems,
+            clusterset_complete,
         }
     }
 
