@@ -72,21 +72,26 @@ impl McsController {
         tokio::spawn(lease.run(lead_tx));
         let mut versions: Option<Versions> = None;
         let mut resync = tokio::time::interval(RESYNC);
+        // What the last successful pass wrote from: endpoint churn changes every plan but
+        // nothing we write, and must not cost the API server two lists each time.
+        let mut written: Option<u64> = None;
         loop {
-            tokio::select! {
+            let forced = tokio::select! {
                 r = self.plans.changed() => {
                     if r.is_err() {
                         return Err(std::io::Error::other("the planner ended"));
                     }
                     tokio::time::sleep(DEBOUNCE).await;
+                    false
                 }
                 r = lead_rx.changed() => {
                     if r.is_err() {
                         return Err(std::io::Error::other("the MCS lease loop ended"));
                     }
+                    true
                 }
-                _ = resync.tick() => {}
-            }
+                _ = resync.tick() => true,
+            };
             let lead = lead_rx.borrow_and_update().clone();
             self.update(|s| {
                 s.holder = lead.holder.clone();
@@ -111,15 +116,22 @@ impl McsController {
             if !synced(&plan) {
                 continue;
             }
+            let fp = fingerprint(&plan);
+            if !forced && written == Some(fp) {
+                continue;
+            }
             let v = versions.as_ref().expect("discovered above");
             match self.pass(&client, v, &plan).await {
-                Ok(done) => self.update(|s| {
-                    s.last_sync_unix = Some(now_unix());
-                    s.service_imports = done.imports;
-                    s.conditions_written = done.conditions;
-                    s.skipped = done.skipped;
-                    s.last_error = None;
-                }),
+                Ok(done) => {
+                    written = Some(fp);
+                    self.update(|s| {
+                        s.last_sync_unix = Some(now_unix());
+                        s.service_imports = done.imports;
+                        s.conditions_written = done.conditions;
+                        s.skipped = done.skipped;
+                        s.last_error = None;
+                    })
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "writing the cluster's MCS objects");
                     // A CRD removed under us: look again next time.
@@ -300,6 +312,33 @@ struct Done {
     imports: usize,
     conditions: usize,
     skipped: Vec<String>,
+}
+
+/// A hash of what the writer derives its objects from (not the endpoints): the clusterset,
+/// and the local exports' counts (an export without a usable Service is in no clusterset).
+fn fingerprint(plan: &Plan) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Some(l) = &plan.local {
+        format!("{} {:?} {:?}", l.services, l.import, l.rejected).hash(&mut h);
+    }
+    for s in &plan.clusterset {
+        let members: Vec<&str> = s.members.iter().map(|m| m.cluster.as_str()).collect();
+        format!(
+            "{}/{} {} {:?} {:?} {:?} {:?} {:?} {:?}",
+            s.namespace,
+            s.name,
+            s.headless,
+            s.ips,
+            s.ports,
+            s.session_affinity,
+            members,
+            s.exported_by,
+            s.conditions
+        )
+        .hash(&mut h);
+    }
+    h.finish()
 }
 
 /// Every source has delivered a complete snapshot since start.
