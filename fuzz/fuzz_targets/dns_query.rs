@@ -77,6 +77,8 @@ fn svc(remote: &str, ns: &str, name: &str, ips: &[&str], eps: Vec<Endpoint>) -> 
             affinity_timeout: None,
             endpoints: eps,
             exported_since: None,
+            internal_traffic_policy: None,
+            traffic_distribution: None,
         },
     }
 }

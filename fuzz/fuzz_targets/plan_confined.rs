@@ -285,6 +285,8 @@ fn snapshot(s: &Snap, cfg: &Config, remote: &str) -> RemoteSnapshot {
                         })
                         .collect(),
                     exported_since: None,
+                    internal_traffic_policy: None,
+                    traffic_distribution: None,
                 }
             })
             .collect(),

@@ -123,7 +123,7 @@ impl McsController {
             let v = versions.as_ref().expect("discovered above");
             match self.pass(&client, v, &plan).await {
                 Ok(done) => {
-                    written = Some(fp);
+                    written = (!done.incomplete).then_some(fp);
                     self.update(|s| {
                         s.last_sync_unix = Some(now_unix());
                         s.service_imports = done.imports;
@@ -196,11 +196,14 @@ impl McsController {
             if let Some(conditions) = objects::merged_conditions(have, &want, &now) {
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &v.exports);
                 let patch = json!({"status": {"conditions": conditions}});
-                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-                tracing::info!(export = %format!("{ns}/{name}"),
-                    conditions = %summary(&want), "ServiceExport conditions written");
-                done.conditions += 1;
+                let r = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await;
+                if done.skip_or_fail(r, || format!("ServiceExport {ns}/{name}"))? {
+                    tracing::info!(export = %format!("{ns}/{name}"),
+                        conditions = %summary(&want), "ServiceExport conditions written");
+                    done.conditions += 1;
+                }
             }
         }
 
@@ -235,32 +238,27 @@ impl McsController {
                 }
             }
             let params = PatchParams::apply(FIELD_MANAGER).force();
+            let what = || format!("ServiceImport {}/{}", cs.namespace, cs.name);
             if !have
                 .as_ref()
                 .is_some_and(|h| objects::import_up_to_date(h, &want))
             {
-                match api.patch(&cs.name, &params, &Patch::Apply(&want)).await {
-                    Ok(_) => {
-                        tracing::info!(import = %format!("{}/{}", cs.namespace, cs.name),
-                            ips = ?cs.ips, "ServiceImport written");
-                    }
-                    // Namespace sameness: the namespace does not exist in this cluster.
-                    Err(kube::Error::Api(s)) if s.code == 404 => {
-                        done.skipped.push(format!(
-                            "ServiceImport {}/{}: namespace {} does not exist here",
-                            cs.namespace, cs.name, cs.namespace
-                        ));
-                        continue;
-                    }
-                    Err(e) => return Err(e),
+                let r = api.patch(&cs.name, &params, &Patch::Apply(&want)).await;
+                if !done.skip_or_fail(r, what)? {
+                    continue;
                 }
+                tracing::info!(import = %what(), ips = ?cs.ips, "ServiceImport written");
             }
             if !have
                 .as_ref()
                 .is_some_and(|h| objects::import_status_up_to_date(h, &want_status))
             {
-                api.patch_status(&cs.name, &params, &Patch::Apply(&want_status))
-                    .await?;
+                let r = api
+                    .patch_status(&cs.name, &params, &Patch::Apply(&want_status))
+                    .await;
+                if !done.skip_or_fail(r, what)? {
+                    continue;
+                }
             }
             done.imports += 1;
         }
@@ -312,6 +310,41 @@ struct Done {
     imports: usize,
     conditions: usize,
     skipped: Vec<String>,
+    /// Some object could not be written this pass: try again on the next plan, not only at
+    /// the resync.
+    incomplete: bool,
+}
+
+impl Done {
+    /// One object's write: Ok(true) written; Ok(false) skipped for a reason of that object
+    /// alone (its namespace missing or being deleted, the object gone), recorded, so the pass
+    /// goes on; Err for anything that concerns every object (the API down, RBAC).
+    fn skip_or_fail<T>(
+        &mut self,
+        r: Result<T, kube::Error>,
+        what: impl FnOnce() -> String,
+    ) -> Result<bool, kube::Error> {
+        match r {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if object_only(&s) => {
+                self.skipped.push(format!("{}: {}", what(), s.message));
+                self.incomplete = true;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// An API error about one object: not found (namespace sameness: no such namespace here; or
+/// deleted meanwhile), a namespace being deleted (403 whose message says so), a conflict, or
+/// an invalid object.
+fn object_only(s: &kube::core::Status) -> bool {
+    match s.code {
+        404 | 409 | 422 => true,
+        403 => s.message.contains("being terminated"),
+        _ => false,
+    }
 }
 
 /// A hash of what the writer derives its objects from (not the endpoints): the clusterset,
@@ -386,4 +419,35 @@ pub fn wanted(cfg: &Config) -> Option<LocalApi> {
         return None;
     }
     cfg.local_api()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(code: u16, message: &str) -> kube::core::Status {
+        serde_json::from_value(json!({
+            "status": "Failure", "message": message, "reason": "", "code": code
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn errors_of_one_object_skip_it_others_end_the_pass() {
+        let terminating = "unable to create new content in namespace mcs-conformance-x because \
+                           it is being terminated";
+        assert!(object_only(&err(403, terminating)));
+        assert!(object_only(&err(404, "namespaces \"shop\" not found")));
+        assert!(!object_only(&err(
+            403,
+            "serviceimports is forbidden: User ..."
+        )));
+        assert!(!object_only(&err(500, "etcdserver: request timed out")));
+        let mut done = Done::default();
+        let r: Result<(), kube::Error> = Err(kube::Error::Api(Box::new(err(403, terminating))));
+        assert!(!done.skip_or_fail(r, || "ServiceImport a/b".into()).unwrap());
+        assert!(done.incomplete && done.skipped[0].starts_with("ServiceImport a/b: unable"));
+        let r: Result<(), kube::Error> = Err(kube::Error::Api(Box::new(err(401, "Unauthorized"))));
+        assert!(done.skip_or_fail(r, || "x".into()).is_err());
+    }
 }

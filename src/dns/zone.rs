@@ -518,6 +518,8 @@ fn clusterset_views(s: &ClusterSetService) -> Vec<(Option<&str>, RemoteService)>
         affinity_timeout: None,
         endpoints,
         exported_since: None,
+        internal_traffic_policy: None,
+        traffic_distribution: None,
     };
     if !s.headless {
         let ports = s

@@ -57,6 +57,12 @@ pub struct ClusterSetService {
     /// `sessionAffinity` as the ServiceImport carries it.
     #[serde(skip)]
     pub session_affinity: SessionAffinity,
+    /// `internalTrafficPolicy` and `trafficDistribution` of the oldest export's Service (the
+    /// ServiceImport carries them; not merged).
+    #[serde(skip)]
+    pub internal_traffic_policy: Option<String>,
+    #[serde(skip)]
+    pub traffic_distribution: Option<String>,
 }
 
 impl ClusterSetService {
@@ -114,6 +120,14 @@ pub fn build(
             exports.iter().map(|(c, _)| c.cluster.to_string()).collect();
         exported_by.sort();
         let conditions = d.conditions.values().next().cloned().unwrap_or_default();
+        // KEP-1645: the oldest export's Service decides what is not merged.
+        let oldest = exports
+            .iter()
+            .min_by(|(a, x), (b, y)| {
+                (x.exported_since.unwrap_or(0), a.cluster)
+                    .cmp(&(y.exported_since.unwrap_or(0), b.cluster))
+            })
+            .map(|(_, s)| *s);
         out.push(ClusterSetService {
             namespace: key.namespace.clone(),
             name: key.name.clone(),
@@ -131,6 +145,8 @@ pub fn build(
             exported_by,
             conditions,
             session_affinity: d.session_affinity,
+            internal_traffic_policy: oldest.and_then(|s| s.internal_traffic_policy.clone()),
+            traffic_distribution: oldest.and_then(|s| s.traffic_distribution.clone()),
         });
     }
     let problems = assign_ips(cfg, &mut out);

@@ -51,6 +51,26 @@ pub fn service_import(cs: &ClusterSetService, api_version: &str) -> Value {
             .collect();
         spec.insert("ipFamilies".into(), json!(families));
     }
+    if let Some(p) = &cs.internal_traffic_policy {
+        spec.insert("internalTrafficPolicy".into(), json!(p));
+    }
+    if let Some(t) = &cs.traffic_distribution {
+        spec.insert("trafficDistribution".into(), json!(t));
+    }
+    // Headless: the families of the endpoints (a headless import has no IPs to tell them).
+    if cs.ips.is_empty() {
+        let mut families: Vec<&str> = Vec::new();
+        for e in cs.members.iter().flat_map(|m| &m.endpoints) {
+            let f = if e.ip.is_ipv4() { "IPv4" } else { "IPv6" };
+            if !families.contains(&f) {
+                families.push(f);
+            }
+        }
+        families.sort();
+        if !families.is_empty() {
+            spec.insert("ipFamilies".into(), json!(families));
+        }
+    }
     match cs.session_affinity {
         SessionAffinity::None => {
             spec.insert("sessionAffinity".into(), json!("None"));

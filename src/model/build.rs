@@ -29,6 +29,8 @@ pub fn service(namespace: &str, name: &str) -> RemoteService {
         affinity_timeout: None,
         endpoints: Vec::new(),
         exported_since: None,
+        internal_traffic_policy: None,
+        traffic_distribution: None,
     }
 }
 

@@ -93,6 +93,12 @@ pub struct RemoteService {
     /// conflict resolution prefers the oldest export). None when not gated on exports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exported_since: Option<i64>,
+    /// `spec.internalTrafficPolicy` and `spec.trafficDistribution` as written (for the
+    /// ServiceImport of an exported service).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_traffic_policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_distribution: Option<String>,
 }
 
 impl RemoteService {

@@ -280,6 +280,8 @@ mod tests {
                 affinity_timeout: Some(60),
                 endpoints,
                 exported_since: None,
+                internal_traffic_policy: None,
+                traffic_distribution: None,
             },
         }
     }
@@ -396,6 +398,8 @@ mod tests {
             exported_by: vec![],
             conditions: vec![],
             session_affinity: crate::mcs::conflict::SessionAffinity::None,
+            internal_traffic_policy: None,
+            traffic_distribution: None,
         }
     }
 

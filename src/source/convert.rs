@@ -250,7 +250,16 @@ pub fn service(s: &Service) -> Result<Option<RemoteService>, String> {
         affinity_timeout,
         endpoints: vec![],
         exported_since: None,
+        internal_traffic_policy: token(spec.internal_traffic_policy.as_deref()),
+        traffic_distribution: token(spec.traffic_distribution.as_deref()),
     }))
+}
+
+/// An enum-like field (`Cluster`, `PreferClose`): kept only if it looks like one, so that a
+/// hostile remote cannot carry arbitrary text into the ServiceImports we write.
+fn token(v: Option<&str>) -> Option<String> {
+    v.filter(|t| !t.is_empty() && t.len() <= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(str::to_string)
 }
 
 fn protocol(p: Option<&str>) -> Result<Protocol, String> {
@@ -538,5 +547,15 @@ mod tests {
             "addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.300"]}]}))
         .unwrap();
         assert!(endpoint_slice(&bad).unwrap_err().contains("10.0.0.300"));
+    }
+
+    #[test]
+    fn enum_like_fields_are_kept_only_when_they_look_like_one() {
+        assert_eq!(token(Some("PreferClose")).as_deref(), Some("PreferClose"));
+        assert_eq!(token(Some("Local")).as_deref(), Some("Local"));
+        for bad in ["", "Prefer Close", "a\nb", &"x".repeat(33)] {
+            assert_eq!(token(Some(bad)), None, "{bad:?}");
+        }
+        assert_eq!(token(None), None);
     }
 }

@@ -74,6 +74,8 @@ fn service(s: &StaticService) -> RemoteService {
         affinity_timeout: s.session_affinity_timeout,
         endpoints,
         exported_since: None,
+        internal_traffic_policy: None,
+        traffic_distribution: None,
     }
 }
 

@@ -49,6 +49,8 @@ fn svc(
             })
             .collect(),
         exported_since: Some(since),
+        internal_traffic_policy: None,
+        traffic_distribution: None,
     }
 }
 

@@ -48,6 +48,8 @@ fn cs(headless: bool, affinity: SessionAffinity) -> ClusterSetService {
         exported_by: vec!["east".into(), "west".into()],
         conditions: vec![],
         session_affinity: affinity,
+        internal_traffic_policy: Some("Cluster".into()),
+        traffic_distribution: None,
     }
 }
 
@@ -77,6 +79,7 @@ fn a_cluster_set_ip_import_carries_ips_families_ports_and_affinity() {
                 ],
                 "ips": ["10.255.0.7", "fd00:255::7"],
                 "ipFamilies": ["IPv4", "IPv6"],
+                "internalTrafficPolicy": "Cluster",
                 "sessionAffinity": "ClientIP",
                 "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 10}}
             }
@@ -91,9 +94,15 @@ fn a_cluster_set_ip_import_carries_ips_families_ports_and_affinity() {
 
 #[test]
 fn a_headless_import_has_no_ips() {
-    let v = service_import(&cs(true, SessionAffinity::None), "v");
+    let mut s = cs(true, SessionAffinity::None);
+    let v = service_import(&s, "v");
     assert_eq!(v["spec"]["type"], "Headless");
     assert!(v["spec"].get("ips").is_none() && v["spec"].get("ipFamilies").is_none());
+    // The families come from the endpoints.
+    s.members[0].endpoints = vec![crate::model::build::endpoint("fd00:10::5")];
+    s.members[1].endpoints = vec![crate::model::build::endpoint("10.1.0.5")];
+    let v = service_import(&s, "v");
+    assert_eq!(v["spec"]["ipFamilies"], json!(["IPv4", "IPv6"]));
     assert_eq!(v["spec"]["sessionAffinity"], "None");
 }
 
