@@ -106,6 +106,18 @@ pub struct ClusterSetServiceStatus {
     pub conflicts: Vec<String>,
 }
 
+impl ClusterSetServiceStatus {
+    /// The failover tier that takes new connections now (the lowest with a ready endpoint),
+    /// by readiness alone.
+    pub fn serving_tier(&self) -> Option<u32> {
+        self.members
+            .iter()
+            .filter(|m| m.ready > 0)
+            .map(|m| m.tier)
+            .min()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSetMemberStatus {

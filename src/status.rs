@@ -473,12 +473,7 @@ fn render_clusterset(s: &mut String, cs: &crate::control::ClusterSetStatus, now_
         } else {
             svc.ips.join(", ")
         };
-        let serving = svc
-            .members
-            .iter()
-            .filter(|m| m.ready > 0)
-            .map(|m| m.tier)
-            .min();
+        let serving = svc.serving_tier();
         let members: Vec<String> = svc
             .members
             .iter()

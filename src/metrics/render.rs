@@ -352,13 +352,7 @@ fn clusterset(reg: &mut Registry, s: &AgentStatus) {
         .services
         .iter()
         .filter(|svc| {
-            let serving = svc
-                .members
-                .iter()
-                .filter(|m| m.ready > 0)
-                .map(|m| m.tier)
-                .min();
-            svc.members.iter().any(|m| m.local) && serving.is_some_and(|t| t > 0)
+            svc.members.iter().any(|m| m.local) && svc.serving_tier().is_some_and(|t| t > 0)
         })
         .count();
     gauge(
